@@ -1,0 +1,268 @@
+"""Channel dependency analysis: run the rules over the graph and gather channel groups.
+
+A channel *class* is a set of channel positions (one per tensor that carries it) that must live or
+die together; rules union classes where ops couple them. A *group* is what a policy prunes with one
+ratio: the classes created by producers that share classes (a residual stage, a Concat feeding an
+Add, ...). Any class a rule froze freezes its whole group, with the reason and node kept for
+``inspect``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import onnx
+
+from .graph import GraphView, computed_shape_args, infer_shapes
+from .load import load_model, normalize
+from .rules import DEFAULT_RULES, Context, MacTerm, RuleRegistry
+from .unionfind import UnionFind
+
+__all__ = ["ChannelGroup", "Analysis", "analyze"]
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelGroup:
+    """Channels pruned with one decision. ``classes`` lists class ids in canonical order: a
+    policy's explicit indices refer to positions in it."""
+
+    index: int
+    id: str
+    classes: np.ndarray
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    frozen: str | None = None
+    frozen_node: str | None = None
+    blocks: int = 1  # kept counts must be equal in each of `blocks` equal parts
+    block_of: np.ndarray | None = None  # block id of each position in `classes`
+
+    @property
+    def size(self) -> int:
+        return int(self.classes.shape[0])
+
+    @property
+    def prunable(self) -> bool:
+        return self.frozen is None
+
+
+def _node_label(node: onnx.NodeProto, index: int) -> str:
+    return node.name or f"{node.op_type}#{index}({node.output[0] if node.output else ''})"
+
+
+def _outer_names(graph: onnx.GraphProto) -> set[str]:
+    """Names a subgraph reads from enclosing scopes (they are implicit inputs of its node)."""
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    used: set[str] = set()
+    for node in graph.node:
+        used.update(i for i in node.input if i)
+        for a in node.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                used.update(_outer_names(sub))
+        defined.update(node.output)
+    return used - defined
+
+
+@dataclass(eq=False)
+class Analysis:
+    """Everything later stages need: the normalised model, edits, groups and MAC terms."""
+
+    model: onnx.ModelProto
+    view: GraphView
+    ctx: Context
+    raw_to_class: np.ndarray
+    class_group: np.ndarray
+    groups: list[ChannelGroup]
+    class_frozen: np.ndarray
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @cached_property
+    def group_by_id(self) -> dict[str, ChannelGroup]:
+        return {g.id: g for g in self.groups}
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.class_group.shape[0])
+
+    @property
+    def prunable_groups(self) -> list[ChannelGroup]:
+        return [g for g in self.groups if g.prunable]
+
+    def keep_all(self) -> np.ndarray:
+        return np.ones(self.num_classes, dtype=bool)
+
+    def raw_keep(self, keep: np.ndarray) -> np.ndarray:
+        """Keep mask over raw class ids, the indexing space of every edit and layout."""
+        return keep[self.raw_to_class]
+
+    def members(self, group: ChannelGroup) -> list[tuple[str, int]]:
+        """(tensor, axis) pairs that carry channels of ``group``."""
+        out = []
+        for name, chan in self.ctx.state.items():
+            if np.any(self.class_group[self.raw_to_class[chan.layout]] == group.index):
+                out.append((name, chan.axis))
+        return out
+
+    @property
+    def mac_terms(self) -> list[MacTerm]:
+        return self.ctx.macs
+
+
+def analyze(
+    model: str | os.PathLike[str] | bytes | onnx.ModelProto,
+    *,
+    rules: RuleRegistry = DEFAULT_RULES,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+) -> Analysis:
+    """Analyse channel dependencies. Works with dynamic input dims; MACs need concrete spatial
+    sizes, which ``input_shapes`` provides where the model leaves them symbolic."""
+    m = normalize(load_model(model))
+    shapes = dict(input_shapes or {})
+    view = GraphView(m, infer_shapes(m, shapes))
+    known: dict[str, np.ndarray] = {}
+    for _ in range(4):  # shapes behind Shape()-computed Slice/Reshape arguments
+        more = computed_shape_args(view)
+        if not set(more) - set(known):
+            break
+        known.update(more)
+        view.shapes = infer_shapes(m, shapes, known)
+    ctx = Context(view)
+    for idx, node in enumerate(view.nodes):
+        ctx.node_index = idx
+        if node.output and node.output[0] in view.const_source:
+            continue  # Constant nodes and folded constant expressions
+        implicit: set[str] = set()
+        for a in node.attribute:
+            if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                    implicit |= _outer_names(sub)
+        rule = rules.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if rule is None or implicit:
+            what = node.op_type if not node.domain else f"{node.domain}.{node.op_type}"
+            ctx.freeze_inputs(f"unsupported op {what}", list(node.input) + sorted(implicit))
+            continue
+        rule(ctx, node)
+    for out in view.graph_outputs:
+        chan = ctx.chan(out)
+        if chan is not None:
+            ctx.node_index = view.producer.get(out, -1)
+            ctx.freeze(chan.layout, f"reaches graph output '{out}'")
+    return _finalize(m, view, ctx, shapes)
+
+
+def _finer_partition(a: tuple[int, np.ndarray], b: tuple[int, np.ndarray]
+                     ) -> tuple[int, np.ndarray] | None:
+    """Of two equal-size block partitions, the one that refines the other (equal counts in its
+    blocks imply equal counts in the coarser ones), or None if neither does."""
+    for fine, coarse in ((a, b), (b, a)):
+        if fine[0] % coarse[0]:
+            continue
+        ok = all(np.unique(coarse[1][fine[1] == blk]).size == 1 for blk in range(fine[0]))
+        if ok:
+            return fine
+    return None
+
+
+def _finalize(m: onnx.ModelProto, view: GraphView, ctx: Context,
+              input_shapes: dict[str, tuple[int, ...]]) -> Analysis:
+    roots = ctx.uf.roots()
+    _, raw_to_class = np.unique(roots, return_inverse=True)
+    raw_to_class = raw_to_class.astype(np.int64)
+    n_classes = int(raw_to_class.max()) + 1 if raw_to_class.size else 0
+
+    # Groups: classes created together by one producer belong to one group.
+    guf = UnionFind()
+    guf.make(n_classes)
+    for birth in ctx.births:
+        cls = np.unique(raw_to_class[birth.layout])
+        first = int(cls[0])
+        for c in cls[1:].tolist():
+            guf.union(first, c)
+    groot = guf.roots()
+
+    frozen_reason: dict[int, tuple[str, int]] = {}
+    class_frozen = np.zeros(n_classes, dtype=bool)
+    for layout, reason, node_index in ctx.freezes:
+        cls = raw_to_class[layout]
+        class_frozen[cls] = True
+        for r in np.unique(groot[cls]).tolist():
+            frozen_reason.setdefault(r, (reason, node_index))
+
+    order: dict[int, list[int]] = {}
+    producers: dict[int, list[str]] = {}
+    seen = np.zeros(n_classes, dtype=bool)
+    for birth in ctx.births:
+        cls = raw_to_class[birth.layout]
+        r = int(groot[cls[0]])
+        lst = order.setdefault(r, [])
+        fresh = cls[~seen[cls]]
+        fresh = fresh[np.sort(np.unique(fresh, return_index=True)[1])]
+        lst.extend(fresh.tolist())
+        seen[fresh] = True
+        node = view.nodes[birth.node_index]
+        label = _node_label(node, birth.node_index)
+        plist = producers.setdefault(r, [])
+        if label not in plist:
+            plist.append(label)
+    consumers: dict[int, list[str]] = {}
+    for node_index, layout in ctx.consumers:
+        for r in np.unique(groot[raw_to_class[layout]]).tolist():
+            label = _node_label(view.nodes[node_index], node_index)
+            lst = consumers.setdefault(r, [])
+            if label not in lst:
+                lst.append(label)
+
+    # Grouped convolutions: equal kept counts per block.
+    blocks: dict[int, tuple[int, np.ndarray]] = {}
+    for layout, n, node_index in ctx.blocks:
+        cls = raw_to_class[layout]
+        rs = np.unique(groot[cls])
+        r = int(rs[0])
+        if rs.size != 1 or np.unique(cls).size != cls.size or \
+                np.unique(cls).size != len(order.get(r, ())):
+            for rr in rs.tolist():
+                frozen_reason.setdefault(rr, ("grouped Conv blocks span other channels",
+                                              node_index))
+            continue
+        pos_of = {c: i for i, c in enumerate(order[r])}
+        block_of = np.empty(cls.size, dtype=np.int64)
+        per = cls.size // n
+        for p, c in enumerate(cls.tolist()):
+            block_of[pos_of[c]] = p // per
+        prev = blocks.get(r)
+        if prev is not None:
+            finer = _finer_partition(prev, (n, block_of))
+            if finer is None:
+                frozen_reason.setdefault(r, ("channel blocks of grouped Convs / chunks disagree",
+                                             node_index))
+                continue
+            blocks[r] = finer
+        else:
+            blocks[r] = (n, block_of)
+
+    roots_sorted = sorted(order, key=lambda r: order[r][0])
+    class_group = np.full(n_classes, -1, dtype=np.int64)
+    groups: list[ChannelGroup] = []
+    for gi, r in enumerate(roots_sorted):
+        cls = np.asarray(order[r], dtype=np.int64)
+        class_group[cls] = gi
+        first_birth = next(b for b in ctx.births if int(groot[raw_to_class[b.layout[0]]]) == r)
+        reason = frozen_reason.get(r)
+        n_blocks, block_of = blocks.get(r, (1, None))
+        groups.append(ChannelGroup(
+            index=gi,
+            id=first_birth.tensor,
+            classes=cls,
+            producers=tuple(producers.get(r, ())),
+            consumers=tuple(consumers.get(r, ())),
+            frozen=reason[0] if reason else None,
+            frozen_node=_node_label(view.nodes[reason[1]], reason[1])
+            if reason and reason[1] >= 0 else None,
+            blocks=n_blocks,
+            block_of=block_of,
+        ))
+    return Analysis(m, view, ctx, raw_to_class, class_group, groups, class_frozen,
+                    dict(input_shapes))

@@ -1,0 +1,224 @@
+"""The one place that edits a model: ``apply(analysis, plan) -> ModelProto``.
+
+Every surviving tensor keeps its name; constants are sliced where they live (initializer, Constant
+node, or a folded constant expression, which is replaced by a Constant node of the same name);
+small integer arguments (Split sizes, Slice bounds, Reshape targets) get private copies when shared.
+Stale value_info is dropped. The analysis is never mutated, so one analysis serves many plans.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .analyze import Analysis
+from .edits import kept_positions
+from .plan import PrunePlan
+
+__all__ = ["apply"]
+
+
+def _sliced_constants(analysis: Analysis, keep_raw: np.ndarray) -> dict[str, np.ndarray]:
+    view, ctx = analysis.view, analysis.ctx
+    out: dict[str, np.ndarray] = {}
+    for (name, axis), sl in ctx.slices.items():
+        arr = out.get(name)
+        if arr is None:
+            arr = view.const(name)
+        pos = kept_positions(sl.layout, keep_raw)
+        if pos.size != arr.shape[axis]:
+            out[name] = np.take(arr, pos, axis=axis)
+    for gs in ctx.grouped:
+        w = out.get(gs.tensor, view.const(gs.tensor))
+        out_pos = kept_positions(gs.out_layout, keep_raw)
+        per_out = gs.out_layout.size // gs.groups
+        per_in = gs.in_layout.size // gs.groups
+        local = [kept_positions(gs.in_layout[b * per_in:(b + 1) * per_in], keep_raw)
+                 for b in range(gs.groups)]
+        if out_pos.size == gs.out_layout.size and all(lp.size == per_in for lp in local):
+            continue
+        cols = np.stack([local[o // per_out] for o in out_pos.tolist()])
+        out[gs.tensor] = w[out_pos[:, None], cols]
+    return out
+
+
+def _value(v, like: np.ndarray | None) -> np.ndarray:
+    arr = np.asarray(v)
+    if like is not None:
+        arr = arr.astype(like.dtype).reshape(like.shape if arr.size == like.size else arr.shape)
+    return arr
+
+
+def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
+    for i, a in enumerate(node.attribute):
+        if a.name == name:
+            del node.attribute[i]
+            break
+    if value is not None:
+        node.attribute.append(helper.make_attribute(name, value))
+
+
+def _constant_node(name: str, value: np.ndarray, like: onnx.NodeProto | None = None
+                   ) -> onnx.NodeProto:
+    node = helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name))
+    if like is not None:
+        node.name = like.name
+        node.doc_string = like.doc_string
+    return node
+
+
+def apply(analysis: Analysis, plan: PrunePlan) -> onnx.ModelProto:
+    """Return a new, pruned model. With a keep-everything plan, the graph is unchanged."""
+    view = analysis.view
+    keep_raw = analysis.raw_keep(plan.keep)
+    values = _sliced_constants(analysis, keep_raw)
+
+    # Small integer arguments recomputed from the keep mask.
+    input_edits: dict[int, dict[int, np.ndarray]] = {}
+    attr_edits: dict[int, dict[str, object]] = {}
+    for e in analysis.ctx.value_edits:
+        node = view.nodes[e.node_index]
+        if e.input_index >= 0:
+            name = node.input[e.input_index]
+            old = view.const(name)
+            new = _value(e.compute(keep_raw), old)
+            if old is not None and old.shape == new.shape and np.array_equal(old, new):
+                continue
+            input_edits.setdefault(e.node_index, {})[e.input_index] = new
+        else:
+            new_attr = e.compute(keep_raw) if e.compute is not None else None
+            old_attr = view.attr(node, e.attr)
+            if new_attr is not None and old_attr is not None and \
+                    list(np.atleast_1d(new_attr)) == list(np.atleast_1d(old_attr)):
+                continue
+            attr_edits.setdefault(e.node_index, {})[e.attr] = new_attr
+
+    if not values and not input_edits and not attr_edits:
+        out = onnx.ModelProto()
+        out.CopyFrom(analysis.model)
+        return out
+
+    model = analysis.model
+    src = view.const_source
+    replace_node: dict[int, onnx.NodeProto] = {}
+    new_inits: dict[str, onnx.TensorProto] = {}
+    for name, arr in values.items():
+        s = src[name]
+        if s.kind == "initializer":
+            new_inits[name] = numpy_helper.from_array(np.ascontiguousarray(arr), name)
+        else:
+            replace_node[s.node_index] = _constant_node(name, np.ascontiguousarray(arr),
+                                                        view.nodes[s.node_index])
+
+    extra_before: dict[int, list[onnx.NodeProto]] = {}
+    node_inputs: dict[int, dict[int, str]] = {}
+    for ni, edits in input_edits.items():
+        node = view.nodes[ni]
+        for ii, arr in edits.items():
+            name = node.input[ii]
+            s = src.get(name)
+            private = s is not None and s.kind != "derived" and \
+                len(view.consumers.get(name, ())) == 1 and name not in view.graph_outputs
+            if private and s.kind == "initializer":
+                new_inits[name] = numpy_helper.from_array(arr, name)
+            elif private:
+                replace_node[s.node_index] = _constant_node(name, arr, view.nodes[s.node_index])
+            else:
+                fresh = f"{name}__pruned_{ni}_{ii}"
+                extra_before.setdefault(ni, []).append(_constant_node(fresh, arr))
+                node_inputs.setdefault(ni, {})[ii] = fresh
+
+    out = onnx.ModelProto()
+    out.CopyFrom(_shell(analysis))
+    g = out.graph
+    for idx, node in enumerate(view.nodes):
+        g.node.extend(extra_before.get(idx, ()))
+        if idx in replace_node:
+            g.node.append(replace_node[idx])
+            continue
+        if idx in attr_edits or idx in node_inputs:
+            n = onnx.NodeProto()
+            n.CopyFrom(node)
+            for a, v in attr_edits.get(idx, {}).items():
+                _set_attr(n, a, v)
+            for ii, name in node_inputs.get(idx, {}).items():
+                n.input[ii] = name
+            g.node.append(n)
+        else:
+            g.node.append(node)
+    for t in model.graph.initializer:
+        g.initializer.append(new_inits.get(t.name, t))
+    for inp in model.graph.input:  # old IRs list weights as inputs too: keep declarations true
+        vi = g.input.add()
+        vi.CopyFrom(inp)
+        if inp.name in new_inits and inp.name in values:
+            dims = vi.type.tensor_type.shape.dim
+            del dims[:]
+            for d in values[inp.name].shape:
+                dims.add().dim_value = int(d)
+    _remove_dead(g)
+    return out
+
+
+def _copy_fields(dst, src, skip: tuple[str, ...]) -> None:
+    for fd, value in src.ListFields():
+        if fd.name in skip:
+            continue
+        if hasattr(value, "extend") and not isinstance(value, str | bytes):  # repeated field
+            getattr(dst, fd.name).extend(value)
+        elif fd.message_type is not None:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
+
+
+def _shell(analysis: Analysis) -> onnx.ModelProto:
+    """The model without nodes, initializers, inputs and value_info (cached per analysis), so
+    apply never copies the bulk of the weights twice."""
+    cached = analysis.__dict__.get("_apply_shell")
+    if cached is None:
+        cached = onnx.ModelProto()
+        _copy_fields(cached, analysis.model, ("graph",))
+        _copy_fields(cached.graph, analysis.model.graph,
+                     ("node", "initializer", "input", "value_info"))
+        analysis.__dict__["_apply_shell"] = cached
+    return cached
+
+
+def _remove_dead(g: onnx.GraphProto) -> None:
+    """Drop nodes and initializers that nothing reads any more (the sources of folded constants
+    that were replaced). Graph outputs are never touched."""
+    used = {o.name for o in g.output}
+    keep_nodes = []
+    for node in reversed(g.node):
+        if any(o in used for o in node.output) or not node.output:
+            keep_nodes.append(node)
+            used.update(node.input)
+            for a in node.attribute:
+                if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                    used.update(_subgraph_names(a))
+    if len(keep_nodes) != len(g.node):
+        keep_nodes.reverse()
+        del g.node[:]
+        g.node.extend(keep_nodes)
+    inits = [t for t in g.initializer if t.name in used]
+    if len(inits) != len(g.initializer):
+        dropped = {t.name for t in g.initializer} - used
+        del g.initializer[:]
+        g.initializer.extend(inits)
+        inputs = [i for i in g.input if i.name not in dropped]
+        del g.input[:]
+        g.input.extend(inputs)
+
+
+def _subgraph_names(a: onnx.AttributeProto) -> set[str]:
+    graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+    names: set[str] = set()
+    for sub in graphs:
+        for n in sub.node:
+            names.update(n.input)
+            for aa in n.attribute:
+                if aa.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                    names |= _subgraph_names(aa)
+    return names

@@ -1,0 +1,280 @@
+"""A read-only view of a normalised model: constants, shapes, producers and consumers.
+
+Rules look tensors up here instead of walking protobufs. Constants come from three places that
+exporters use interchangeably: initializers, Constant nodes (Paddle) and small exact subgraphs over
+constants (a per-channel vector reshaped to [1, C, 1, 1]), which are folded on demand in numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+__all__ = ["GraphView", "ConstSource", "Dim", "Shape"]
+
+Dim = int | str | None
+Shape = tuple[Dim, ...]
+
+ConstKind = Literal["initializer", "constant_node", "derived"]
+
+
+@dataclass(frozen=True)
+class ConstSource:
+    """Where a constant tensor lives, so an edit can be written back to the same place."""
+
+    kind: ConstKind
+    node_index: int = -1  # producing node for constant_node / derived
+
+
+def _attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for a in node.attribute:
+        if a.name == "value":
+            return numpy_helper.to_array(a.t)
+        if a.name == "value_float":
+            return np.array(a.f, dtype=np.float32)
+        if a.name == "value_floats":
+            return np.array(list(a.floats), dtype=np.float32)
+        if a.name == "value_int":
+            return np.array(a.i, dtype=np.int64)
+        if a.name == "value_ints":
+            return np.array(list(a.ints), dtype=np.int64)
+    return None  # sparse or string constants are treated as opaque
+
+
+def _fold(node: onnx.NodeProto, args: list[np.ndarray | None], opset: int) -> np.ndarray | None:
+    """Evaluate exact, shape-only (or IEEE-exact element-wise) ops over constants."""
+    op = node.op_type
+    x = args[0] if args else None
+    try:
+        if op == "Identity":
+            return x
+        if op == "Cast":
+            to = onnx.helper.tensor_dtype_to_np_dtype(_attr(node, "to"))
+            return x.astype(to)
+        if op == "Reshape":
+            shape = [int(v) for v in args[1]]
+            shape = [x.shape[i] if v == 0 and not _attr(node, "allowzero", 0) else v
+                     for i, v in enumerate(shape)]
+            return x.reshape(shape)
+        if op == "Unsqueeze":
+            axes = _attr(node, "axes") if opset < 13 else (list(args[1]) if len(args) > 1 else None)
+            out = x
+            rank = x.ndim + len(axes)
+            for a in sorted(int(a) % rank for a in axes):
+                out = np.expand_dims(out, a)
+            return out
+        if op == "Squeeze":
+            axes = _attr(node, "axes") if opset < 13 else (list(args[1]) if len(args) > 1 else None)
+            return np.squeeze(x) if axes is None else np.squeeze(x, tuple(int(a) for a in axes))
+        if op == "Flatten":
+            axis = _attr(node, "axis", 1) % max(x.ndim, 1) if x.ndim else 0
+            return x.reshape(int(np.prod(x.shape[:axis])), -1)
+        if op == "Transpose":
+            perm = _attr(node, "perm")
+            return np.transpose(x, perm)
+        if op == "Concat":
+            return np.concatenate(args, axis=_attr(node, "axis"))
+        if op in ("Add", "Sub", "Mul", "Div") and all(a is not None for a in args):
+            a, b = args
+            if a.dtype != b.dtype:
+                return None
+            fn = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
+            if op == "Div" and np.issubdtype(a.dtype, np.integer):
+                return None
+            return fn(a, b)
+        if op == "Neg":
+            return -x
+    except Exception:
+        return None
+    return None
+
+
+_FOLDABLE = frozenset(
+    {"Identity", "Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Transpose", "Concat",
+     "Add", "Sub", "Mul", "Div", "Neg"}
+)
+
+
+class GraphView:
+    """Lookups over one normalised model. Built once per analysis; never mutates the model."""
+
+    def __init__(self, model: onnx.ModelProto, shapes: dict[str, Shape] | None = None) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.opset = next(
+            (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1
+        )
+        self.nodes: list[onnx.NodeProto] = list(model.graph.node)
+        self.producer: dict[str, int] = {}
+        self.consumers: dict[str, list[int]] = {}
+        for idx, node in enumerate(self.nodes):
+            for out in node.output:
+                if out:
+                    self.producer[out] = idx
+            for inp in node.input:
+                if inp:
+                    self.consumers.setdefault(inp, []).append(idx)
+        self.graph_outputs = {o.name for o in model.graph.output}
+        self.initializers = {t.name: t for t in model.graph.initializer}
+        self.graph_inputs = {
+            i.name: i for i in model.graph.input if i.name not in self.initializers
+        }
+        self.const_source: dict[str, ConstSource] = {}
+        self._const: dict[str, np.ndarray] = {}
+        for name in self.initializers:
+            self.const_source[name] = ConstSource("initializer")
+        for idx, node in enumerate(self.nodes):
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
+                self.const_source[node.output[0]] = ConstSource("constant_node", idx)
+        self.shapes: dict[str, Shape] = shapes or {}
+        for inp in model.graph.input:
+            self.shapes.setdefault(inp.name, _value_info_shape(inp))
+        self._fold_pass()
+
+    # -- constants -------------------------------------------------------------------------
+    def _fold_pass(self) -> None:
+        for idx, node in enumerate(self.nodes):
+            if node.op_type not in _FOLDABLE or node.domain not in ("", "ai.onnx"):
+                continue
+            if len(node.output) != 1 or not node.input:
+                continue
+            if all(i in self.const_source for i in node.input if i):
+                self.const_source[node.output[0]] = ConstSource("derived", idx)
+
+    def is_const(self, name: str) -> bool:
+        return name in self.const_source and self.const(name) is not None
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The constant's value, or None if the tensor is not a (foldable) constant."""
+        if name in self._const:
+            return self._const[name]
+        src = self.const_source.get(name)
+        if src is None:
+            return None
+        value: np.ndarray | None
+        if src.kind == "initializer":
+            value = numpy_helper.to_array(self.initializers[name])
+        elif src.kind == "constant_node":
+            value = _constant_node_value(self.nodes[src.node_index])
+        else:
+            node = self.nodes[src.node_index]
+            args = [self.const(i) if i else None for i in node.input]
+            value = None if any(a is None for a, i in zip(args, node.input, strict=True) if i) \
+                else _fold(node, args, self.opset)
+        self._const[name] = value
+        return value
+
+    # -- shapes ----------------------------------------------------------------------------
+    def shape(self, name: str) -> Shape | None:
+        value = self._const.get(name)
+        if value is None and name in self.const_source:
+            value = self.const(name)
+        if value is not None:
+            return tuple(int(d) for d in value.shape)
+        return self.shapes.get(name)
+
+    def rank(self, name: str) -> int | None:
+        s = self.shape(name)
+        return None if s is None else len(s)
+
+    def attr(self, node: onnx.NodeProto, name: str, default=None):
+        return _attr(node, name, default)
+
+    def users(self, name: str) -> Iterable[onnx.NodeProto]:
+        return (self.nodes[i] for i in self.consumers.get(name, ()))
+
+
+def _value_info_shape(vi: onnx.ValueInfoProto) -> Shape | None:
+    t = vi.type
+    if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+        return None
+    dims: list[Dim] = []
+    for d in t.tensor_type.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None,
+                 known: dict[str, np.ndarray] | None = None) -> dict[str, Shape]:
+    """Non-strict ONNX shape inference with data propagation, on a copy.
+
+    ``input_shapes`` pins dynamic input dims (needed only for MACs). A symbolic leading (batch)
+    dim is kept symbolic here; counting code substitutes 1 for it.
+    """
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    # Keep the copy light: initializer values are not needed for inference beyond their shapes,
+    # but ONNX needs them for Reshape targets etc., so they stay.
+    if input_shapes:
+        for inp in m.graph.input:
+            if inp.name in input_shapes:
+                shape = input_shapes[inp.name]
+                dims = inp.type.tensor_type.shape.dim
+                del dims[:]
+                for v in shape:
+                    dims.add().dim_value = int(v)
+    if known:  # computed shape arguments already evaluated: give them to inference as constants
+        names = {}
+        for key, value in known.items():
+            fresh = f"{key}__shape_eval"
+            names[key] = fresh
+            m.graph.initializer.append(numpy_helper.from_array(value, fresh))
+        for node in m.graph.node:
+            for i, name in enumerate(node.input):
+                if name in names:
+                    node.input[i] = names[name]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+    except Exception:
+        inferred = m
+    shapes: dict[str, Shape] = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(
+        inferred.graph.output
+    ):
+        s = _value_info_shape(vi)
+        if s is not None:
+            shapes[vi.name] = s
+    return shapes
+
+
+_SHAPE_ARGS = {"Slice": (1, 2, 3, 4), "Reshape": (1,), "Resize": (1, 2, 3), "Expand": (1,),
+               "Split": (1,), "Tile": (1,), "Upsample": (1,), "ConstantOfShape": (0,),
+               "Pad": (1,), "Range": (0, 1, 2)}
+
+
+def computed_shape_args(view: GraphView) -> dict[str, np.ndarray]:
+    """Values of non-constant shape arguments that evaluate fully from the known shapes."""
+    from .shape_eval import evaluate
+
+    def shape_of(t: str):
+        s = view.shapes.get(t)
+        return None if s is None else tuple(d if isinstance(d, int) else np.nan for d in s)
+
+    out: dict[str, np.ndarray] = {}
+    for node in view.nodes:
+        for i in _SHAPE_ARGS.get(node.op_type, ()):
+            if i >= len(node.input) or not node.input[i] or view.is_const(node.input[i]):
+                continue
+            r = evaluate(view, node.input[i], shape_of)
+            if r is None or np.isnan(r[0]).any():
+                continue
+            value, is_int = r
+            out[node.input[i]] = value.astype(np.int64) if is_int else value.astype(np.float32)
+    return out

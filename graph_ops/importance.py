@@ -1,0 +1,34 @@
+"""Channel importance: norms of producer weights, summed over a group's producers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from .analyze import Analysis
+
+__all__ = ["importance", "Criterion"]
+
+Criterion = Literal["l1", "l2"]
+
+
+def importance(analysis: Analysis, criterion: Criterion = "l1") -> np.ndarray:
+    """Score per channel class: the L1 (or L2) norm of each producer's weight slice for that
+    channel, summed over all producers that create it (He et al. 2017; AMC keeps the largest)."""
+    if criterion not in ("l1", "l2"):
+        raise ValueError(f"unknown criterion '{criterion}' (use l1 or l2)")
+    score = np.zeros(analysis.num_classes, dtype=np.float64)
+    for birth in analysis.ctx.births:
+        if birth.weight is None:
+            continue
+        name, axis = birth.weight
+        w = analysis.view.const(name)
+        if w is None:
+            continue
+        w = np.moveaxis(np.asarray(w, dtype=np.float64), axis, 0).reshape(w.shape[axis], -1)
+        per = np.abs(w).sum(axis=1) if criterion == "l1" else np.sqrt((w * w).sum(axis=1))
+        if per.shape[0] != birth.layout.shape[0]:
+            continue
+        np.add.at(score, analysis.raw_to_class[birth.layout], per)
+    return score

@@ -1,0 +1,165 @@
+"""Reading models safely and normalising them into one view.
+
+Why a module of its own: exporters disagree on where weights live (initializers, Constant nodes,
+graph inputs in old IRs, external files), and every later stage should see one shape of model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+from onnx import external_data_helper
+
+from .errors import ModelLoadError
+
+__all__ = ["load_model", "save_model", "normalize"]
+
+
+def _check_external_locations(model: onnx.ModelProto, base_dir: Path) -> None:
+    """Refuse external-data paths that resolve outside the model's folder (path traversal)."""
+    base = base_dir.resolve()
+    for tensor in external_data_helper._get_all_tensors(model):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        if not location or os.path.isabs(location):
+            raise ModelLoadError(
+                f"external data of tensor '{tensor.name}' has location '{location}': "
+                "only relative paths inside the model's folder are allowed"
+            )
+        target = (base / location).resolve()
+        if base != target and base not in target.parents:
+            raise ModelLoadError(
+                f"external data of tensor '{tensor.name}' points outside the model's folder: "
+                f"'{location}'"
+            )
+        if not target.is_file():
+            raise ModelLoadError(
+                f"external data file '{location}' of tensor '{tensor.name}' does not exist"
+            )
+
+
+def load_model(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> onnx.ModelProto:
+    """Load a model from a path, serialized bytes or a ModelProto (returned as a copy).
+
+    External data is loaded only from inside the model's folder. The result is not yet
+    normalised; see :func:`normalize`.
+    """
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+        return model
+    if isinstance(source, bytes | bytearray):
+        model = onnx.ModelProto()
+        try:
+            model.ParseFromString(bytes(source))
+        except Exception as exc:  # protobuf raises DecodeError and friends
+            raise ModelLoadError(f"not a valid ONNX model ({exc.__class__.__name__})") from None
+        _require_graph(model, "<bytes>")
+        return model
+    path = Path(source)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file")
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: cannot read ({exc.strerror})") from None
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception:
+        raise ModelLoadError(f"{path}: not an ONNX model (truncated or not a protobuf)") from None
+    _require_graph(model, str(path))
+    if any(
+        external_data_helper.uses_external_data(t)
+        for t in external_data_helper._get_all_tensors(model)
+    ):
+        _check_external_locations(model, path.parent)
+        try:
+            external_data_helper.load_external_data_for_model(model, str(path.parent))
+        except Exception as exc:
+            raise ModelLoadError(f"{path}: cannot read external data ({exc})") from None
+    return model
+
+
+def _require_graph(model: onnx.ModelProto, where: str) -> None:
+    if not model.HasField("graph") or len(model.graph.node) == 0:
+        raise ModelLoadError(f"{where}: not an ONNX model (no graph nodes)")
+    if not model.opset_import:
+        raise ModelLoadError(f"{where}: not an ONNX model (no opset_import)")
+
+
+def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop stale value_info and sort nodes topologically, in place; returns the model.
+
+    Exporters (Paddle in particular) leave value_info that no longer matches the graph; keeping it
+    makes strict shape inference fail after pruning, so it is always re-inferred instead.
+    """
+    del model.graph.value_info[:]
+    _toposort_inplace(model.graph)
+    return model
+
+
+def _toposort_inplace(graph: onnx.GraphProto) -> None:
+    """Kahn's algorithm, stable with respect to the original order; no-op on sorted graphs."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    nodes = list(graph.node)
+    produced_by: dict[str, int] = {}
+    for idx, node in enumerate(nodes):
+        for out in node.output:
+            produced_by[out] = idx
+    # Fast path: already sorted.
+    seen = set(available)
+    ordered = True
+    for node in nodes:
+        if any(i not in seen and i in produced_by for i in node.input):
+            ordered = False
+            break
+        seen.update(node.output)
+    if ordered:
+        return
+    waiting = [0] * len(nodes)
+    users: dict[int, list[int]] = {}
+    for idx, node in enumerate(nodes):
+        deps = {produced_by[i] for i in node.input if i in produced_by and i not in available}
+        waiting[idx] = len(deps)
+        for d in deps:
+            users.setdefault(d, []).append(idx)
+    import heapq
+
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        idx = heapq.heappop(ready)
+        order.append(idx)
+        for u in users.get(idx, ()):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) != len(nodes):
+        raise ModelLoadError("the graph has a cycle")
+    sorted_nodes = [nodes[i] for i in order]
+    del graph.node[:]
+    graph.node.extend(sorted_nodes)
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Write atomically: a temp file in the same folder, then os.replace."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        data = model.SerializeToString()
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
