@@ -1,0 +1,259 @@
+"""Accuracy and fidelity metrics (pure numpy, no onnxruntime).
+
+Two families of numbers describe a compressed candidate:
+
+* **accuracy** against ground-truth labels (top-1/top-5), when the calibration data has
+  labels and the model has a classifier-shaped output;
+* **fidelity** against the original model's outputs on the same inputs, always.  This
+  is what makes the compressor usable on detectors, segmenters or unlabeled data.
+
+Classifier-shaped output
+------------------------
+An output is treated as class scores when its shape is ``[N, C]`` or
+``[N, C, 1, ..., 1]`` (trailing singleton axes, e.g. a 1x1 conv head) with ``C >= 2``.
+The *first* such output, in the model's output order, is the one used for top-k and
+top-1 agreement.  Anything else (``[N, 84, 8400]`` detection heads, ``[N, C, H, W]``
+masks) only gets the per-sample relative L2 error and cosine similarity.
+
+Non-finite values
+-----------------
+A pruned model can produce NaN/inf.  Such samples count as wrong for top-k and as
+disagreeing for top-1 agreement, get cosine similarity 0 and relative L2 error ``inf``,
+so a broken candidate scores badly instead of poisoning means with NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Metrics",
+    "classifier_logits",
+    "fidelity",
+    "first_classifier_output",
+    "is_classifier_shaped",
+    "topk_accuracy",
+]
+
+_EPS = 1e-12
+
+
+def is_classifier_shaped(arr: np.ndarray) -> bool:
+    """True for ``[N, C]`` or ``[N, C, 1, ..., 1]`` with ``C >= 2`` (see module docs)."""
+    return arr.ndim >= 2 and arr.shape[1] >= 2 and all(d == 1 for d in arr.shape[2:])
+
+
+def classifier_logits(arr: np.ndarray) -> np.ndarray:
+    """View a classifier-shaped output as ``[N, C]``.
+
+    Raises:
+        ValueError: if ``arr`` is not classifier-shaped.
+    """
+    if not is_classifier_shaped(arr):
+        raise ValueError(f"output of shape {list(arr.shape)} is not classifier-shaped [N, C]")
+    return arr.reshape(arr.shape[0], arr.shape[1])
+
+
+def first_classifier_output(outputs: Mapping[str, np.ndarray]) -> str | None:
+    """Name of the first classifier-shaped output in mapping order, or ``None``."""
+    for name, arr in outputs.items():
+        if is_classifier_shaped(np.asarray(arr)):
+            return name
+    return None
+
+
+def _topk_hits(logits: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
+    """Boolean per sample: is ``targets[i]`` among the ``k`` largest of ``logits[i]``.
+
+    Ties are broken by ``argpartition`` (arbitrary but deterministic); rows with any
+    non-finite value are misses.
+    """
+    n, c = logits.shape
+    if not 1 <= k <= c:
+        raise ValueError(f"k must be in [1, {c}] for {c} classes, got {k}")
+    finite = np.all(np.isfinite(logits), axis=1)
+    if k == 1:
+        hits = np.argmax(logits, axis=1) == targets
+    else:
+        top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+        hits = np.any(top == targets[:, None], axis=1)
+    return hits & finite
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    """Fraction of samples whose label is among the top-``k`` scores.
+
+    Args:
+        logits: classifier-shaped scores ``[N, C]`` or ``[N, C, 1, 1]`` (softmax or not).
+        labels: ``[N]`` integer class indices.
+        k: 1 <= k <= C.
+
+    Raises:
+        ValueError: shape mismatch, non-classifier output or invalid ``k``.
+    """
+    scores = classifier_logits(np.asarray(logits))
+    targets = np.asarray(labels).reshape(-1)
+    if targets.shape[0] != scores.shape[0]:
+        raise ValueError(f"{targets.shape[0]} labels for {scores.shape[0]} samples")
+    if scores.shape[0] == 0:
+        raise ValueError("no samples")
+    return float(np.mean(_topk_hits(scores, targets.astype(np.int64), k)))
+
+
+def _per_sample(out: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample relative L2 error and cosine similarity of flattened samples."""
+    n = ref.shape[0] if ref.ndim else 1
+    y = np.asarray(out, dtype=np.float64).reshape(n, -1)
+    r = np.asarray(ref, dtype=np.float64).reshape(n, -1)
+    finite = np.all(np.isfinite(y), axis=1) & np.all(np.isfinite(r), axis=1)
+    y = np.where(finite[:, None], y, 0.0)
+    r = np.where(finite[:, None], r, 0.0)
+    ny = np.linalg.norm(y, axis=1)
+    nr = np.linalg.norm(r, axis=1)
+    diff = np.linalg.norm(y - r, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(nr > _EPS, diff / np.maximum(nr, _EPS), np.where(diff > _EPS, np.inf, 0.0))
+        both_zero = (ny <= _EPS) & (nr <= _EPS)
+        one_zero = (ny <= _EPS) ^ (nr <= _EPS)
+        cos = np.where(
+            both_zero,
+            1.0,
+            np.where(one_zero, 0.0, np.sum(y * r, axis=1) / np.maximum(ny * nr, _EPS)),
+        )
+    rel = np.where(finite, rel, np.inf)
+    cos = np.where(finite, np.clip(cos, -1.0, 1.0), 0.0)
+    return rel, cos
+
+
+def fidelity(
+    outputs: Mapping[str, np.ndarray], reference_outputs: Mapping[str, np.ndarray]
+) -> dict[str, Any]:
+    """How closely ``outputs`` reproduce ``reference_outputs`` (the original model's).
+
+    Both mappings are keyed by output name and must hold the same names and shapes;
+    axis 0 is the sample axis.
+
+    Returns:
+        ``{"top1_agreement": float | None, "top1_output": str | None,
+        "mean_cosine": float, "mean_rel_l2": float,
+        "outputs": {name: {"rel_l2": float, "cosine": float}}}`` where per-output values
+        are means over samples, ``mean_*`` are unweighted means over outputs, and
+        ``top1_agreement`` is the fraction of samples whose argmax matches the
+        reference on the first classifier-shaped output (``None`` if there is none).
+
+    Raises:
+        ValueError: different output names or shapes.
+    """
+    if set(outputs) != set(reference_outputs):
+        raise ValueError(
+            f"output names differ: {sorted(outputs)} vs reference {sorted(reference_outputs)}"
+        )
+    if not reference_outputs:
+        raise ValueError("no outputs to compare")
+    per_output: dict[str, dict[str, float]] = {}
+    for name, ref in reference_outputs.items():
+        ref_arr = np.asarray(ref)
+        out_arr = np.asarray(outputs[name])
+        if out_arr.shape != ref_arr.shape:
+            raise ValueError(
+                f"output '{name}' has shape {list(out_arr.shape)}, reference {list(ref_arr.shape)}"
+            )
+        rel, cos = _per_sample(out_arr, ref_arr)
+        per_output[name] = {"rel_l2": float(np.mean(rel)), "cosine": float(np.mean(cos))}
+
+    top1_name = first_classifier_output(reference_outputs)
+    agreement: float | None = None
+    if top1_name is not None:
+        ref_logits = classifier_logits(np.asarray(reference_outputs[top1_name]))
+        out_logits = classifier_logits(np.asarray(outputs[top1_name]))
+        if ref_logits.shape[0]:
+            agreement = float(np.mean(_topk_hits(out_logits, np.argmax(ref_logits, axis=1), 1)))
+    return {
+        "top1_agreement": agreement,
+        "top1_output": top1_name,
+        "mean_cosine": float(np.mean([v["cosine"] for v in per_output.values()])),
+        "mean_rel_l2": float(np.mean([v["rel_l2"] for v in per_output.values()])),
+        "outputs": per_output,
+    }
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Quality of one model on the calibration (evaluation) set.
+
+    ``top1``/``top5`` are ``None`` without labels or without a classifier-shaped output
+    (``top5`` also when the model has fewer than 5 classes).  ``fidelity`` is the dict
+    returned by :func:`fidelity`.
+    """
+
+    top1: float | None
+    top5: float | None
+    fidelity: dict[str, Any] = field(default_factory=dict)
+    num_samples: int = 0
+
+    @property
+    def score(self) -> float:
+        """The single "accuracy" the search maximises, in [0, 1] except for the cosine case.
+
+        Labelled top-1 if available, else top-1 agreement with the original model if the
+        model is a classifier, else mean cosine similarity of all outputs (in [-1, 1]).
+        """
+        if self.top1 is not None:
+            return self.top1
+        agreement = self.fidelity.get("top1_agreement")
+        if agreement is not None:
+            return float(agreement)
+        cosine = self.fidelity.get("mean_cosine")
+        if cosine is None or not math.isfinite(cosine):
+            return 0.0
+        return float(cosine)
+
+    @property
+    def score_name(self) -> str:
+        """Which metric :attr:`score` is, for reports."""
+        if self.top1 is not None:
+            return "top1"
+        if self.fidelity.get("top1_agreement") is not None:
+            return "top1_agreement"
+        return "mean_cosine"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (note: ``rel_l2`` may be ``inf`` for broken candidates)."""
+        return {
+            "top1": self.top1,
+            "top5": self.top5,
+            "score": self.score,
+            "score_name": self.score_name,
+            "num_samples": self.num_samples,
+            "fidelity": {
+                **{k: v for k, v in self.fidelity.items() if k != "outputs"},
+                "outputs": {k: dict(v) for k, v in self.fidelity.get("outputs", {}).items()},
+            },
+        }
+
+    @classmethod
+    def compute(
+        cls,
+        outputs: Mapping[str, np.ndarray],
+        reference_outputs: Mapping[str, np.ndarray],
+        labels: np.ndarray | None = None,
+    ) -> Metrics:
+        """Accuracy (if ``labels``) and fidelity of ``outputs`` in one call.
+
+        Top-k uses the first classifier-shaped output of ``reference_outputs``.
+        """
+        fid = fidelity(outputs, reference_outputs)
+        top1 = top5 = None
+        name = fid["top1_output"]
+        if labels is not None and name is not None:
+            logits = np.asarray(outputs[name])
+            top1 = topk_accuracy(logits, labels, 1)
+            if logits.shape[1] >= 5:
+                top5 = topk_accuracy(logits, labels, 5)
+        n = int(np.asarray(next(iter(reference_outputs.values()))).shape[0])
+        return cls(top1=top1, top5=top5, fidelity=fid, num_samples=n)

@@ -1,0 +1,90 @@
+"""Latency measurement sanity (onnx_amc.latency)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from onnx_amc.errors import InputError
+from onnx_amc.latency import (
+    LatencyStats,
+    make_session,
+    measure,
+    measure_interleaved,
+    median_ci,
+    random_inputs,
+)
+from tests.test_data import make_classifier, make_two_input
+
+
+def test_median_ci_order_statistics() -> None:
+    x = np.arange(1.0, 7.0)
+    # n = 6 is the smallest n with a 95 % order-statistic CI: [x_(1), x_(6)].
+    assert median_ci(x) == (1.0, 6.0)
+    assert median_ci(x[:5]) == (-math.inf, math.inf)
+    # n = 100: exact ranks 40 and 61 (the textbook values).
+    assert median_ci(np.arange(1.0, 101.0)) == (40.0, 61.0)
+    lo, hi = median_ci(np.arange(1.0, 1001.0))  # normal approximation branch
+    assert 460 <= lo <= 470 and 530 <= hi <= 541
+
+
+def test_measure_basic_stats() -> None:
+    model = make_classifier(batch=1).SerializeToString()
+    stats = measure(
+        model, threads=1, warmup=2, min_runs=10, rel_ci=0.5, time_cap_s=5.0, min_time_s=0.05
+    )
+    assert isinstance(stats, LatencyStats)
+    assert stats.runs >= 10
+    assert stats.median_ms > 0 and stats.mean_ms > 0 and stats.iqr_ms >= 0
+    assert stats.threads == 1
+    assert not stats.capped and stats.ci95_rel <= 0.5
+    assert set(stats.as_dict()) >= {"median_ms", "ci95_rel", "capped"}
+
+
+def test_measure_capped_when_time_cap_tiny() -> None:
+    stats = measure(make_classifier(batch=1), warmup=1, min_runs=8, rel_ci=1e-12, time_cap_s=0.0)
+    assert stats.capped
+    assert stats.runs >= 8
+
+
+def test_measure_session_and_explicit_inputs() -> None:
+    session = make_session(make_classifier(batch="N").SerializeToString(), threads=2)
+    assert isinstance(session, ort.InferenceSession)
+    feeds = {"x": np.zeros((2, 3, 8, 8), np.float32)}
+    stats = measure(session, feeds, warmup=1, min_runs=6, rel_ci=1.0, min_time_s=0.0)
+    assert stats.threads == 2 and stats.runs >= 6
+
+
+def test_random_inputs_dynamic_dims() -> None:
+    session = make_session(make_classifier(batch="N").SerializeToString())
+    feeds = random_inputs(session)
+    assert feeds["x"].shape == (1, 3, 8, 8) and feeds["x"].dtype == np.float32
+    two = make_session(make_two_input().SerializeToString())
+    assert random_inputs(two)["ids"].dtype == np.int64
+
+    model = make_classifier(batch="N")
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
+    with pytest.raises(InputError, match="'x' has dynamic dimension 2"):
+        measure(model.SerializeToString(), warmup=0, min_runs=1)
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(ValueError):
+        make_session(make_classifier().SerializeToString(), threads=0)
+    with pytest.raises(ValueError):
+        measure(make_classifier(batch=1), min_runs=0)
+
+
+def test_measure_interleaved_returns_one_stat_per_model() -> None:
+    small = make_classifier(batch=1, hw=8).SerializeToString()
+    big = make_classifier(batch=1, hw=32).SerializeToString()
+    stats = measure_interleaved(
+        [small, big], warmup=1, min_runs=10, rel_ci=0.5, time_cap_s=5.0, min_time_s=0.0
+    )
+    assert len(stats) == 2
+    assert stats[0].runs == stats[1].runs >= 10
+    with pytest.raises(ValueError):
+        measure_interleaved([])

@@ -1,0 +1,114 @@
+"""Accuracy/fidelity metrics on hand-computed examples (onnx_amc.metrics)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from onnx_amc.metrics import Metrics, fidelity, is_classifier_shaped, topk_accuracy
+
+LOGITS = np.array(
+    [
+        [0.1, 0.9, 0.0, 0.3, 0.2, 0.05],  # order: 1, 3, 4, 0, 5, 2
+        [5.0, 1.0, 2.0, 3.0, 4.0, 0.0],  # order: 0, 4, 3, 2, 1, 5
+        [-1.0, 0.0, 1.0, 0.5, 0.2, 0.1],  # order: 2, 3, 4, 5, 1, 0
+        [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],  # order: 5, 4, 3, 2, 1, 0
+    ],
+    dtype=np.float32,
+)
+LABELS = np.array([1, 3, 0, 0])
+
+
+def test_topk_hand_computed() -> None:
+    assert topk_accuracy(LOGITS, LABELS, 1) == pytest.approx(0.25)
+    assert topk_accuracy(LOGITS, LABELS, 3) == pytest.approx(0.5)
+    assert topk_accuracy(LOGITS, LABELS, 5) == pytest.approx(0.5)
+    assert topk_accuracy(LOGITS, LABELS, 6) == pytest.approx(1.0)
+    # [N, C, 1, 1] heads (1x1 conv classifiers) are accepted.
+    assert topk_accuracy(LOGITS[:, :, None, None], LABELS, 3) == pytest.approx(0.5)
+
+
+def test_topk_non_finite_rows_are_misses_and_errors() -> None:
+    logits = LOGITS.copy()
+    logits[0, 4] = np.nan
+    assert topk_accuracy(logits, LABELS, 1) == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        topk_accuracy(LOGITS, LABELS, 7)
+    with pytest.raises(ValueError):
+        topk_accuracy(LOGITS, LABELS[:3], 1)
+    with pytest.raises(ValueError):
+        topk_accuracy(np.zeros((4, 6, 2, 2)), LABELS, 1)
+
+
+def test_classifier_shape_rule() -> None:
+    assert is_classifier_shaped(np.zeros((2, 10)))
+    assert is_classifier_shaped(np.zeros((2, 10, 1, 1)))
+    assert not is_classifier_shaped(np.zeros((2, 1)))
+    assert not is_classifier_shaped(np.zeros((2, 84, 8400)))
+    assert not is_classifier_shaped(np.zeros(5))
+
+
+def test_fidelity_identical_is_perfect() -> None:
+    out = {"logits": LOGITS, "aux": np.arange(24, dtype=np.float32).reshape(4, 2, 3)}
+    fid = fidelity(out, out)
+    assert fid["top1_agreement"] == 1.0
+    assert fid["top1_output"] == "logits"
+    assert fid["mean_cosine"] == pytest.approx(1.0)
+    assert fid["mean_rel_l2"] == pytest.approx(0.0)
+
+
+def test_fidelity_hand_computed() -> None:
+    ref = {"y": np.array([[3.0, 4.0], [1.0, 0.0]])}
+    out = {"y": np.array([[3.0, 4.0], [0.0, 1.0]])}
+    fid = fidelity(out, ref)
+    # Sample 0 identical; sample 1 orthogonal: rel l2 = sqrt(2), cosine 0, argmax differs.
+    assert fid["outputs"]["y"]["rel_l2"] == pytest.approx(math.sqrt(2) / 2)
+    assert fid["outputs"]["y"]["cosine"] == pytest.approx(0.5)
+    assert fid["top1_agreement"] == pytest.approx(0.5)
+
+
+def test_fidelity_non_classifier_zero_and_nan() -> None:
+    ref = {"mask": np.zeros((3, 2, 4, 4)), "det": np.ones((3, 5, 7))}
+    out = {"mask": np.zeros((3, 2, 4, 4)), "det": -np.ones((3, 5, 7))}
+    out["mask"][2, 0, 0, 0] = np.nan
+    fid = fidelity(out, ref)
+    assert fid["top1_agreement"] is None and fid["top1_output"] is None
+    assert fid["outputs"]["det"]["cosine"] == pytest.approx(-1.0)
+    assert fid["outputs"]["det"]["rel_l2"] == pytest.approx(2.0)
+    # Two zero-vs-zero samples (cosine 1) and one NaN sample (cosine 0, rel l2 inf).
+    assert fid["outputs"]["mask"]["cosine"] == pytest.approx(2 / 3)
+    assert math.isinf(fid["outputs"]["mask"]["rel_l2"])
+
+
+def test_fidelity_mismatches_raise() -> None:
+    with pytest.raises(ValueError, match="names"):
+        fidelity({"a": np.zeros((1, 2))}, {"b": np.zeros((1, 2))})
+    with pytest.raises(ValueError, match="shape"):
+        fidelity({"a": np.zeros((1, 3))}, {"a": np.zeros((1, 2))})
+
+
+def test_metrics_score_precedence_and_dict() -> None:
+    ref = {"logits": LOGITS}
+    labelled = Metrics.compute(ref, ref, LABELS)
+    assert labelled.top1 == pytest.approx(0.25) and labelled.top5 == pytest.approx(0.5)
+    assert labelled.score == pytest.approx(0.25) and labelled.score_name == "top1"
+    assert labelled.num_samples == 4
+
+    unlabelled = Metrics.compute(ref, ref)
+    assert unlabelled.top1 is None and unlabelled.score == 1.0
+    assert unlabelled.score_name == "top1_agreement"
+
+    seg = {"mask": np.ones((2, 3, 4, 4))}
+    seg_m = Metrics.compute({"mask": 2 * np.ones((2, 3, 4, 4))}, seg, np.array([0, 1]))
+    assert seg_m.top1 is None and seg_m.score_name == "mean_cosine"
+    assert seg_m.score == pytest.approx(1.0)
+
+    few = Metrics.compute({"l": LOGITS[:, :3]}, {"l": LOGITS[:, :3]}, LABELS % 3)
+    assert few.top5 is None and few.top1 is not None
+
+    d = labelled.as_dict()
+    assert d["score"] == labelled.score and d["fidelity"]["outputs"]["logits"]["cosine"] == 1.0
+    json.dumps(d)
