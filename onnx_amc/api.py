@@ -1,0 +1,168 @@
+"""Typed Python API; the CLI is a thin layer over these functions."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from graph_ops import (
+    Analysis,
+    PolicyError,
+    analyze,
+    apply,
+    count,
+    group_macs,
+    importance,
+    make_plan,
+    prunable_mac_share,
+)
+from graph_ops.plan import PrunePlan
+
+from .errors import InputError
+
+__all__ = ["inspect", "prune", "PruneResult", "load_policy", "InspectReport"]
+
+ModelLike = str | os.PathLike[str] | bytes | onnx.ModelProto
+
+
+@dataclass(frozen=True)
+class InspectReport:
+    """What ``inspect`` found: channel groups and whole-model counts (JSON-ready)."""
+
+    model: str
+    opset: int
+    nodes: int
+    params: int
+    macs: int | None
+    prunable_mac_share: float | None
+    groups: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "opset": self.opset, "nodes": self.nodes,
+            "params": self.params, "macs": self.macs,
+            "prunable_mac_share": self.prunable_mac_share,
+            "groups": self.groups,
+        }
+
+
+def _name(model: ModelLike) -> str:
+    return str(model) if isinstance(model, str | os.PathLike) else "<in-memory model>"
+
+
+def inspect(model: ModelLike | Analysis, *,
+            input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> InspectReport:
+    """Channel groups of a model, which are prunable, and why the others are frozen."""
+    a = model if isinstance(model, Analysis) else analyze(model, input_shapes=input_shapes)
+    c = count(a)
+    gm = group_macs(a)
+    total = c.macs or 0
+    groups = []
+    for g in a.groups:
+        entry: dict[str, Any] = {
+            "index": g.index, "id": g.id, "channels": g.size,
+            "producers": list(g.producers), "consumers": list(g.consumers),
+            "macs": gm.get(g.index, 0) if c.macs is not None else None,
+            "mac_share": (gm.get(g.index, 0) / total) if total else None,
+            "prunable": g.prunable,
+        }
+        if g.blocks > 1:
+            entry["blocks"] = g.blocks
+        if g.prunable:
+            entry["keep"] = 1.0
+        else:
+            entry["frozen_reason"] = g.frozen
+            entry["frozen_node"] = g.frozen_node
+        groups.append(entry)
+    return InspectReport(
+        model=_name(model) if not isinstance(model, Analysis) else "<analysis>",
+        opset=a.view.opset, nodes=len(a.view.nodes), params=c.params, macs=c.macs,
+        prunable_mac_share=prunable_mac_share(a), groups=groups,
+    )
+
+
+def load_policy(path: str | os.PathLike[str]) -> dict[str, float | list[int]]:
+    """Read a policy JSON: a mapping id -> ratio/indices, ``{"policy": {...}}``, or a
+    ``groups`` list as written by ``inspect --json`` and ``compress`` (``kept_indices`` wins
+    over ``keep``)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such policy file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{p}: not a JSON policy ({exc.__class__.__name__})") from None
+    if isinstance(data, dict) and isinstance(data.get("policy"), dict):
+        data = data["policy"]
+    elif isinstance(data, dict) and isinstance(data.get("groups"), list):
+        out: dict[str, float | list[int]] = {}
+        for g in data["groups"]:
+            if not isinstance(g, dict) or "id" not in g:
+                raise InputError(f"{p}: every entry of 'groups' needs an 'id'")
+            if "kept_indices" in g:
+                out[str(g["id"])] = g["kept_indices"]
+            elif "keep" in g:
+                out[str(g["id"])] = g["keep"]
+        return out
+    elif isinstance(data, dict) and isinstance(data.get("groups"), dict):
+        data = data["groups"]
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: a policy must map group ids to keep ratios or index lists")
+    for k, v in data.items():
+        ok = isinstance(v, int | float) and not isinstance(v, bool) or (
+            isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool)
+                                        for i in v))
+        if not ok:
+            raise InputError(f"{p}: group '{k}': expected a keep ratio or a list of indices")
+    return data
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """The pruned model and the counts before and after."""
+
+    model: onnx.ModelProto
+    plan: PrunePlan
+    params_before: int
+    params_after: int
+    macs_before: int | None
+    macs_after: int | None
+    policy: dict[str, float | list[int]] = field(default_factory=dict)
+
+
+def prune(
+    model: ModelLike | Analysis,
+    *,
+    keep: float | None = None,
+    policy: Mapping[str, float | list[int]] | None = None,
+    criterion: str = "l1",
+    round_to: int = 1,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+) -> PruneResult:
+    """Prune with one keep ratio for every prunable group (``keep``) or a per-group policy."""
+    if (keep is None) == (policy is None):
+        raise InputError("give exactly one of keep= or policy=")
+    if keep is not None and (isinstance(keep, bool) or not 0.0 < float(keep) <= 1.0
+                             or math.isnan(float(keep))):
+        raise InputError(f"--keep must be in (0, 1], got {keep}")
+    if round_to < 1:
+        raise InputError(f"--round-to must be a positive integer, got {round_to}")
+    if criterion not in ("l1", "l2"):
+        raise InputError(f"--criterion must be l1 or l2, got {criterion}")
+    a = model if isinstance(model, Analysis) else analyze(model, input_shapes=input_shapes)
+    pol = dict(policy) if policy is not None else {g.id: float(keep) for g in a.prunable_groups}
+    try:
+        plan = make_plan(a, pol, importance(a, criterion), round_to=round_to)
+    except PolicyError as exc:
+        raise InputError(str(exc)) from None
+    before = count(a)
+    after = count(a, plan.keep)
+    return PruneResult(apply(a, plan), plan, before.params, after.params, before.macs,
+                       after.macs, pol)

@@ -1,0 +1,157 @@
+"""Command line: a thin layer over onnx_amc.api. Exit codes: 0 ok, 1 gate failed or internal
+error, 2 bad usage or input (one line on stderr, never a traceback)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from graph_ops import GraphOpsError, save_model
+
+from . import __version__, api
+from .errors import InputError
+
+log = logging.getLogger("onnx_amc")
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "unknown (pass --input-shape)"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.3f}{unit}"
+    return str(n)
+
+
+def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for v in values:
+        name, sep, dims = v.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shape = tuple(int(d) for d in dims.split(","))
+            if any(d <= 0 for d in shape):
+                raise ValueError
+        except ValueError:
+            raise InputError(f"--input-shape expects NAME=D1,D2,... with positive ints, got '{v}'"
+                             ) from None
+        shapes[name] = shape
+    return shapes
+
+
+def _check_output(model: str, out: str) -> Path:
+    o = Path(out)
+    if o.resolve() == Path(model).resolve() or (o.exists() and os.path.samefile(o, model)):
+        raise InputError(f"output '{out}' is the input model: refusing to overwrite it")
+    if not o.parent.resolve().is_dir():
+        raise InputError(f"output folder '{o.parent}' does not exist")
+    if o.exists() and o.is_dir():
+        raise InputError(f"output '{out}' is a folder")
+    return o
+
+
+class _Group(click.Group):
+    """Turns every expected failure into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (InputError, GraphOpsError) as exc:
+            click.echo(f"onnx-amc: error: {exc}", err=True)
+            sys.exit(2)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("onnx-amc: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the contract is one line, never a traceback
+            if os.environ.get("ONNX_AMC_DEBUG"):
+                raise
+            click.echo(f"onnx-amc: internal error: {exc.__class__.__name__}: {exc} "
+                       "(set ONNX_AMC_DEBUG=1 for a traceback)", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="onnx-amc")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
+def main(verbose: bool) -> None:
+    """onnx-amc: AMC channel pruning for ONNX models (inspect, prune)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="onnx-amc: %(levelname)s: %(message)s")
+
+
+_model_arg = click.argument("model", type=click.Path(dir_okay=False))
+_shape_opt = click.option(
+    "--input-shape", "input_shape", multiple=True, metavar="NAME=D1,D2,...",
+    help="Concrete shape for a dynamic input (needed for MACs), e.g. input=1,3,640,640. "
+         "Repeat for several inputs.")
+
+
+@main.command()
+@_model_arg
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (a valid "
+              "starting point for prune --policy).")
+@_shape_opt
+def inspect(model: str, as_json: bool, input_shape: tuple[str, ...]) -> None:
+    """List channel groups: id, channels, producers, share of MACs, and why frozen ones are."""
+    rep = api.inspect(model, input_shapes=_parse_shapes(input_shape))
+    if as_json:
+        click.echo(json.dumps(rep.as_dict(), indent=2))
+        return
+    click.echo(f"{model}: opset {rep.opset}, {rep.nodes} nodes, params {_human(rep.params)}, "
+               f"MACs {_human(rep.macs)}")
+    click.echo(f"{'#':>4} {'channels':>8} {'MACs%':>6}  status / producers -> id")
+    for g in rep.groups:
+        share = f"{100 * g['mac_share']:.1f}" if g["mac_share"] is not None else "?"
+        prod = ", ".join(g["producers"][:3]) + (" ..." if len(g["producers"]) > 3 else "")
+        if g["prunable"]:
+            status = "prunable" + (f" ({g['blocks']} blocks)" if g.get("blocks") else "")
+            click.echo(f"{g['index']:>4} {g['channels']:>8} {share:>6}  {status}: {prod} -> "
+                       f"{g['id']}")
+        else:
+            click.echo(f"{g['index']:>4} {g['channels']:>8} {share:>6}  FROZEN: "
+                       f"{g['frozen_reason']} (at {g['frozen_node']}) -> {g['id']}")
+    n_pr = sum(g["prunable"] for g in rep.groups)
+    share = rep.prunable_mac_share
+    click.echo(f"summary: {n_pr}/{len(rep.groups)} groups prunable; prunable share of MACs: "
+               + (f"{100 * share:.1f}%" if share is not None else "unknown (pass --input-shape)"))
+
+
+@main.command()
+@_model_arg
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the pruned model (never the input).")
+@click.option("--keep", type=float, help="Keep ratio for every prunable group, in (0, 1].")
+@click.option("--policy", type=click.Path(dir_okay=False),
+              help="JSON policy: group id -> keep ratio or kept indices (inspect --json works).")
+@click.option("--criterion", type=click.Choice(["l1", "l2"]), default="l1", show_default=True,
+              help="Channel importance: norm of producer weights.")
+@click.option("--round-to", type=int, default=1, show_default=True,
+              help="Round kept channel counts up to a multiple of N.")
+@_shape_opt
+def prune(model: str, out: str, keep: float | None, policy: str | None, criterion: str,
+          round_to: int, input_shape: tuple[str, ...]) -> None:
+    """Write a smaller model; print params and MACs before and after."""
+    if (keep is None) == (policy is None):
+        raise InputError("give exactly one of --keep R or --policy FILE.json")
+    out_path = _check_output(model, out)
+    pol = api.load_policy(policy) if policy else None
+    res = api.prune(model, keep=keep, policy=pol, criterion=criterion, round_to=round_to,
+                    input_shapes=_parse_shapes(input_shape))
+    save_model(res.model, out_path)
+    click.echo(f"params: {_human(res.params_before)} -> {_human(res.params_after)}")
+    mb, ma = res.macs_before, res.macs_after
+    ratio = f" ({ma / mb:.3f}x)" if mb and ma is not None else ""
+    click.echo(f"MACs:   {_human(mb)} -> {_human(ma)}{ratio}")
+    click.echo(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()
