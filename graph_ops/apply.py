@@ -80,8 +80,8 @@ def apply(analysis: Analysis, plan: PrunePlan) -> onnx.ModelProto:
     for e in analysis.ctx.value_edits:
         node = view.nodes[e.node_index]
         if e.input_index >= 0:
-            name = node.input[e.input_index]
-            old = view.const(name)
+            name = node.input[e.input_index] if e.input_index < len(node.input) else ""
+            old = view.const(name) if name else None
             new = _value(e.compute(keep_raw), old)
             if old is not None and old.shape == new.shape and np.array_equal(old, new):
                 continue
@@ -116,8 +116,8 @@ def apply(analysis: Analysis, plan: PrunePlan) -> onnx.ModelProto:
     for ni, edits in input_edits.items():
         node = view.nodes[ni]
         for ii, arr in edits.items():
-            name = node.input[ii]
-            s = src.get(name)
+            name = node.input[ii] if ii < len(node.input) else ""
+            s = src.get(name) if name else None
             private = s is not None and s.kind != "derived" and \
                 len(view.consumers.get(name, ())) == 1 and name not in view.graph_outputs
             if private and s.kind == "initializer":
@@ -125,7 +125,7 @@ def apply(analysis: Analysis, plan: PrunePlan) -> onnx.ModelProto:
             elif private:
                 replace_node[s.node_index] = _constant_node(name, arr, view.nodes[s.node_index])
             else:
-                fresh = f"{name}__pruned_{ni}_{ii}"
+                fresh = f"{name or node.output[0] + '__arg'}__pruned_{ni}_{ii}"
                 extra_before.setdefault(ni, []).append(_constant_node(fresh, arr))
                 node_inputs.setdefault(ni, {})[ii] = fresh
 
@@ -143,6 +143,8 @@ def apply(analysis: Analysis, plan: PrunePlan) -> onnx.ModelProto:
             for a, v in attr_edits.get(idx, {}).items():
                 _set_attr(n, a, v)
             for ii, name in node_inputs.get(idx, {}).items():
+                while len(n.input) <= ii:  # an optional input that was absent (Split sizes)
+                    n.input.append("")
                 n.input[ii] = name
             g.node.append(n)
         else:

@@ -1,0 +1,141 @@
+"""Loading safety and the CLI contract: one line on stderr, exit 2, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import external_data_helper
+
+from graph_ops import ModelLoadError, load_model
+from tests.test_topologies import build, chain, conv, head
+
+CLI = [sys.executable, "-m", "onnx_amc.cli"]
+
+
+@pytest.fixture()
+def small_model(tmp_path: Path) -> Path:
+    n, i = chain(conv("a", "x", 3, 8), conv("b", "a", 8, 8), conv("c", "b", 8, 6), head("c", 6))
+    path = tmp_path / "m.onnx"
+    onnx.save(build(n, i), str(path))
+    return path
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_external_data_inside_folder_loads_and_escaping_paths_are_refused(tmp_path, small_model):
+    m = onnx.load(str(small_model))
+    external_data_helper.convert_model_to_external_data(m, location="w.bin", size_threshold=0)
+    good = tmp_path / "ext.onnx"
+    onnx.save(m, str(good))
+    assert len(load_model(good).graph.initializer) > 0
+    for t in m.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = "../../etc/passwd"
+    bad = tmp_path / "bad.onnx"
+    with open(bad, "wb") as fh:
+        fh.write(m.SerializeToString())
+    with pytest.raises(ModelLoadError, match="outside the model's folder"):
+        load_model(bad)
+
+
+def test_truncated_and_non_onnx_files_are_refused(tmp_path, small_model):
+    data = small_model.read_bytes()
+    trunc = tmp_path / "t.onnx"
+    trunc.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelLoadError):
+        load_model(trunc)
+    with pytest.raises(ModelLoadError):
+        load_model(b"hello")
+
+
+def test_inspect_text_and_json(small_model):
+    r = _run("inspect", str(small_model))
+    assert r.returncode == 0, r.stderr
+    assert "summary: 3/4 groups prunable; prunable share of MACs: 100.0%" in r.stdout
+    r = _run("inspect", str(small_model), "--json")
+    data = json.loads(r.stdout)
+    frozen = [g for g in data["groups"] if not g["prunable"]]
+    assert frozen[0]["frozen_reason"] == "reaches graph output 'y'"
+    assert data["macs"] > 0
+
+
+def test_prune_keep_and_policy_from_inspect_json(tmp_path, small_model):
+    out = tmp_path / "p.onnx"
+    r = _run("prune", str(small_model), "-o", str(out), "--keep", "0.5", "--round-to", "2")
+    assert r.returncode == 0, r.stderr
+    assert "MACs:" in r.stdout and "params:" in r.stdout
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    # inspect --json is a valid starting point for a policy
+    pol = json.loads(_run("inspect", str(small_model), "--json").stdout)
+    pol["groups"][0]["keep"] = 0.25
+    pol_path = tmp_path / "pol.json"
+    pol_path.write_text(json.dumps(pol))
+    out2 = tmp_path / "p2.onnx"
+    r = _run("prune", str(small_model), "-o", str(out2), "--policy", str(pol_path))
+    assert r.returncode == 0, r.stderr
+    w = {t.name: t for t in onnx.load(str(out2)).graph.initializer}["a.w"]
+    assert w.dims[0] == 2
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["prune", "{m}", "-o", "{m}", "--keep", "0.5"], "refusing to overwrite"),
+    (["prune", "{d}/missing.onnx", "-o", "{d}/o.onnx", "--keep", "0.5"], "no such file"),
+    (["prune", "{d}/junk.onnx", "-o", "{d}/o.onnx", "--keep", "0.5"], "not an ONNX model"),
+    (["prune", "{m}", "-o", "{d}/o.onnx", "--keep", "0"], "--keep must be in (0, 1]"),
+    (["prune", "{m}", "-o", "{d}/o.onnx", "--keep", "1.5"], "--keep must be in (0, 1]"),
+    (["prune", "{m}", "-o", "{d}/o.onnx"], "exactly one of"),
+    (["prune", "{m}", "-o", "{d}/o.onnx", "--policy", "{d}/unknown.json"], "unknown group"),
+    (["prune", "{m}", "-o", "{d}/o.onnx", "--policy", "{d}/badratio.json"], "outside (0, 1]"),
+    (["prune", "{m}", "-o", "{d}/o.onnx", "--policy", "{d}/junk.onnx"], "not a JSON policy"),
+    (["prune", "{m}", "-o", "{d}/nodir/o.onnx", "--keep", "0.5"], "does not exist"),
+    (["inspect", "{m}", "--input-shape", "x=1,a"], "--input-shape expects"),
+])
+def test_bad_input_one_line_exit_2_no_output(tmp_path, small_model, args, needle):
+    (tmp_path / "junk.onnx").write_text("not a model")
+    (tmp_path / "unknown.json").write_text(json.dumps({"nope": 0.5}))
+    (tmp_path / "badratio.json").write_text(json.dumps({"a": 2.0}))
+    before = small_model.read_bytes()
+    r = _run(*[a.format(m=small_model, d=tmp_path) for a in args])
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert needle in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "o.onnx").exists()
+    assert small_model.read_bytes() == before
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_usage_error_is_exit_2():
+    r = _run("prune")
+    assert r.returncode == 2
+
+
+def test_graph_ops_imports_no_runtime_or_rl():
+    code = ("import sys, graph_ops; bad = [m for m in ('onnxruntime', 'torch', 'gymnasium', "
+            "'stable_baselines3') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+
+
+def test_prune_never_writes_partial_file_on_failure(tmp_path, small_model, monkeypatch):
+    from graph_ops import load as load_mod
+
+    out = tmp_path / "o.onnx"
+
+    class Boom(Exception):
+        pass
+
+    def fail(*a, **k):
+        raise Boom()
+
+    monkeypatch.setattr(load_mod.os, "replace", fail)
+    with pytest.raises(Boom):
+        load_mod.save_model(onnx.load(str(small_model)), out)
+    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
