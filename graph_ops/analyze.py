@@ -123,7 +123,7 @@ def analyze(
     shapes = dict(input_shapes or {})
     view = GraphView(m, infer_shapes(m, shapes))
     known: dict[str, np.ndarray] = {}
-    for _ in range(4):  # shapes behind Shape()-computed Slice/Reshape arguments
+    for _ in range(64):  # shapes behind Shape()-computed Slice/Reshape arguments, block by block
         more = computed_shape_args(view)
         if not set(more) - set(known):
             break
@@ -151,6 +151,16 @@ def analyze(
             ctx.node_index = view.producer.get(out, -1)
             ctx.freeze(chan.layout, f"reaches graph output '{out}'")
     return _finalize(m, view, ctx, shapes)
+
+
+def _tied(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether kept counts of two layouts stay in a fixed ratio for every keep mask: the same
+    classes, each repeated in the same proportion."""
+    ca, na = np.unique(a, return_counts=True)
+    cb, nb = np.unique(b, return_counts=True)
+    if not np.array_equal(ca, cb):
+        return False
+    return bool(np.all(na * nb[0] == nb * na[0]))
 
 
 def _finer_partition(a: tuple[int, np.ndarray], b: tuple[int, np.ndarray]
@@ -182,6 +192,19 @@ def _finalize(m: onnx.ModelProto, view: GraphView, ctx: Context,
         for c in cls[1:].tolist():
             guf.union(first, c)
     groot = guf.roots()
+
+    # Channel counts read through Shape() must stay tied to the tensor they are used on.
+    for read, data, node_index in ctx.channel_reads:
+        used_chan = ctx.state.get(data)
+        if used_chan is None:
+            ctx.freezes.append((read, "the channel count is read through Shape into a "
+                                "computed argument of unprunable data", node_index))
+            continue
+        used = used_chan.layout
+        if not _tied(raw_to_class[read], raw_to_class[used]):
+            reason = "a Shape()-computed argument mixes channel counts of different groups"
+            ctx.freezes.append((read, reason, node_index))
+            ctx.freezes.append((used, reason, node_index))
 
     frozen_reason: dict[int, tuple[str, int]] = {}
     class_frozen = np.zeros(n_classes, dtype=bool)

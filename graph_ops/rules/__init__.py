@@ -78,6 +78,8 @@ class Context:
     grouped: list[GroupedWeightSlice] = field(default_factory=list)
     value_edits: list[ValueEdit] = field(default_factory=list)
     macs: list[MacTerm] = field(default_factory=list)
+    # (layout read through Shape, data tensor of the Slice/Reshape it parameterises, node)
+    channel_reads: list[tuple[np.ndarray, str, int]] = field(default_factory=list)
     node_index: int = -1
 
     # -- reading --------------------------------------------------------------------------
@@ -95,9 +97,10 @@ class Context:
         c = self.state.get(name)
         return c.rank if c is not None else self.g.rank(name)
 
-    def eval_scaled(self, name: str, layout: np.ndarray, scale: int) -> np.ndarray | None:
-        """Evaluate shape arithmetic with the channel count of ``layout`` multiplied by
-        ``scale`` wherever Shape() reads it; NaN marks unknown entries."""
+    def eval_scaled(self, name: str, scale: int) -> np.ndarray | None:
+        """Evaluate shape arithmetic with every channel count read through Shape() multiplied
+        by ``scale`` (NaN marks unknown entries). Whether the counts involved stay tied after
+        pruning is checked separately (``channel_reads``)."""
         from ..shape_eval import evaluate
 
         def shape_of(t: str):
@@ -107,8 +110,7 @@ class Context:
             dims = [float(d) if isinstance(d, int) else np.nan for d in s]
             c = self.state.get(t)
             if c is not None and c.rank == len(dims):
-                same = c.layout is layout or np.array_equal(c.layout, layout)
-                dims[c.axis] = float(c.size * scale) if same else np.nan
+                dims[c.axis] = float(c.size * scale)
             return tuple(dims)
 
         r = evaluate(self.g, name, shape_of)

@@ -205,7 +205,7 @@ def _computed_slice(ctx: Context, node: onnx.NodeProto, x: Chan) -> None:
         vals = []
         for i in range(1, 5):
             name = node.input[i] if i < len(node.input) else ""
-            v = ctx.eval_scaled(name, x.layout, scale) if name else None
+            v = ctx.eval_scaled(name, scale) if name else None
             if name and (v is None or np.isnan(v).any()):
                 ctx.freeze(x.layout, "Slice with computed bounds that do not follow channels")
                 return

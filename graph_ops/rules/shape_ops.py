@@ -156,7 +156,7 @@ def reshape(ctx: Context, node: onnx.NodeProto) -> None:
             return
         out_shape = tuple(in_shape[i] if v == 0 else v for i, v in enumerate(t))
     else:
-        v = ctx.eval_scaled(node.input[1], x.layout, 1)
+        v = ctx.eval_scaled(node.input[1], 1)
         if v is not None:
             out_shape = tuple(in_shape[i] if t == 0 else (None if np.isnan(t) else int(t))
                               for i, t in enumerate(v.reshape(-1)))
@@ -194,8 +194,8 @@ def reshape(ctx: Context, node: onnx.NodeProto) -> None:
 def _target_follows(ctx: Context, node: onnx.NodeProto, x: Chan, chan: Chan, k: int) -> bool:
     """A target computed from Shape(x) that scales at axis k with the channel count (and nowhere
     else) stays right after pruning by itself."""
-    one = ctx.eval_scaled(node.input[1], x.layout, 1)
-    two = ctx.eval_scaled(node.input[1], x.layout, 2)
+    one = ctx.eval_scaled(node.input[1], 1)
+    two = ctx.eval_scaled(node.input[1], 2)
     if one is None or two is None:
         return False
     one, two = one.reshape(-1), two.reshape(-1)
@@ -223,8 +223,8 @@ def _edit_computed_target(ctx: Context, node: onnx.NodeProto, k: int, chan: Chan
         if offset <= k < offset + shape[0]:
             value = ctx.const(piece)
             if value is None:
-                # Computed from Shape(): it follows the pruned tensor by itself only if it
-                # encodes -1 or a non-channel dim; the Shape rule already froze the rest.
+                ctx.freeze(chan.layout, "Reshape to a computed shape that does not follow "
+                                        "channels")
                 return
             v = int(value.reshape(-1)[k - offset])
             if v <= 0:
@@ -332,7 +332,9 @@ def _picks(ctx: Context, user: onnx.NodeProto, pos: int, length: int) -> bool:
 
 
 def _channel_read(ctx: Context, vec: str, pos: int, length: int, x: Chan) -> str | None:
-    """Follow a shape vector forward; return the first illegal consumer of the channel entry."""
+    """Follow a shape vector forward through pure shape arithmetic. Slice bounds and Reshape
+    targets it reaches are recorded for a tie check after all couplings are known; any other
+    consumer of the channel entry is returned as illegal."""
     from ..shape_eval import SHAPE_ARITH
 
     stack: list[tuple[str, bool]] = [(vec, True)]
@@ -350,11 +352,10 @@ def _channel_read(ctx: Context, vec: str, pos: int, length: int, x: Chan) -> str
             if is_vec and user.op_type in ("Gather", "Slice") and slots == [0] and \
                     not _picks(ctx, user, pos, length):
                 continue
-            if user.op_type in ("Slice", "Reshape") and all(i >= 1 for i in slots):
-                data = ctx.chan(user.input[0])
-                if data is not None and (data.layout is x.layout or
-                                         np.array_equal(data.layout, x.layout)):
-                    continue
+            if user.op_type in ("Slice", "Reshape") and 0 not in slots:
+                # A bound or target of the data in slot 0 (whose state may not exist yet).
+                ctx.channel_reads.append((x.layout, user.input[0], ui))
+                continue
             if user.op_type in SHAPE_ARITH:
                 stack.extend((o, False) for o in user.output)
                 continue
