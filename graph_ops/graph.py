@@ -211,6 +211,39 @@ def _value_info_shape(vi: onnx.ValueInfoProto) -> Shape | None:
     return tuple(dims)
 
 
+def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy for shape inference where large float weights become typed graph inputs: inference
+    needs their shapes only, and serialising ResNet-50's weights costs most of a second."""
+    m = onnx.ModelProto()
+    for fd, value in model.ListFields():
+        if fd.name != "graph":
+            target = getattr(m, fd.name)
+            if hasattr(value, "extend") and not isinstance(value, str | bytes):
+                target.extend(value)
+            elif fd.message_type is not None:
+                target.CopyFrom(value)
+            else:
+                setattr(m, fd.name, value)
+    g, src = m.graph, model.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.output.extend(src.output)
+    declared = {i.name for i in src.input}
+    g.input.extend(src.input)
+    for t in src.initializer:
+        size = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+        if size > 4096 and t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
+                                           onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16):
+            if t.name not in declared:
+                g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type,
+                                                                  list(t.dims)))
+        else:
+            g.initializer.append(t)
+    if m.ir_version < 4:
+        m.ir_version = 4  # inputs without initializers need IR >= 4; only shapes are read
+    return m
+
+
 def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None,
                  known: dict[str, np.ndarray] | None = None) -> dict[str, Shape]:
     """Non-strict ONNX shape inference with data propagation, on a copy.
@@ -218,10 +251,7 @@ def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]
     ``input_shapes`` pins dynamic input dims (needed only for MACs). A symbolic leading (batch)
     dim is kept symbolic here; counting code substitutes 1 for it.
     """
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    # Keep the copy light: initializer values are not needed for inference beyond their shapes,
-    # but ONNX needs them for Reshape targets etc., so they stay.
+    m = _light_copy(model)
     if input_shapes:
         for inp in m.graph.input:
             if inp.name in input_shapes:
