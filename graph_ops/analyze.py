@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from .graph import GraphView, computed_shape_args, infer_shapes
-from .load import load_model, normalize
+from .load import load_model, sorted_nodes
 from .rules import DEFAULT_RULES, Context, MacTerm, RuleRegistry
 from .unionfind import UnionFind
 
@@ -119,16 +119,17 @@ def analyze(
 ) -> Analysis:
     """Analyse channel dependencies. Works with dynamic input dims; MACs need concrete spatial
     sizes, which ``input_shapes`` provides where the model leaves them symbolic."""
-    m = normalize(load_model(model))
+    m = load_model(model)
+    nodes = sorted_nodes(m.graph)
     shapes = dict(input_shapes or {})
-    view = GraphView(m, infer_shapes(m, shapes))
+    view = GraphView(m, infer_shapes(m, shapes, nodes=nodes), nodes)
     known: dict[str, np.ndarray] = {}
     for _ in range(64):  # shapes behind Shape()-computed Slice/Reshape arguments, block by block
         more = computed_shape_args(view)
         if not set(more) - set(known):
             break
         known.update(more)
-        view.shapes = infer_shapes(m, shapes, known)
+        view.shapes = infer_shapes(m, shapes, known, nodes)
     ctx = Context(view)
     for idx, node in enumerate(view.nodes):
         ctx.node_index = idx
@@ -187,10 +188,8 @@ def _finalize(m: onnx.ModelProto, view: GraphView, ctx: Context,
     guf = UnionFind()
     guf.make(n_classes)
     for birth in ctx.births:
-        cls = np.unique(raw_to_class[birth.layout])
-        first = int(cls[0])
-        for c in cls[1:].tolist():
-            guf.union(first, c)
+        cls = raw_to_class[birth.layout]
+        guf.union_arrays(np.full_like(cls, cls[0]), cls)
     groot = guf.roots()
 
     # Channel counts read through Shape() must stay tied to the tensor they are used on.

@@ -94,11 +94,6 @@ def apply(analysis: Analysis, plan: PrunePlan) -> onnx.ModelProto:
                 continue
             attr_edits.setdefault(e.node_index, {})[e.attr] = new_attr
 
-    if not values and not input_edits and not attr_edits:
-        out = onnx.ModelProto()
-        out.CopyFrom(analysis.model)
-        return out
-
     model = analysis.model
     src = view.const_source
     replace_node: dict[int, onnx.NodeProto] = {}

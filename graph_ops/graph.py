@@ -110,13 +110,14 @@ _FOLDABLE = frozenset(
 class GraphView:
     """Lookups over one normalised model. Built once per analysis; never mutates the model."""
 
-    def __init__(self, model: onnx.ModelProto, shapes: dict[str, Shape] | None = None) -> None:
+    def __init__(self, model: onnx.ModelProto, shapes: dict[str, Shape] | None = None,
+                 nodes: list[onnx.NodeProto] | None = None) -> None:
         self.model = model
         self.graph = model.graph
         self.opset = next(
             (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1
         )
-        self.nodes: list[onnx.NodeProto] = list(model.graph.node)
+        self.nodes: list[onnx.NodeProto] = list(model.graph.node) if nodes is None else nodes
         self.producer: dict[str, int] = {}
         self.consumers: dict[str, list[int]] = {}
         for idx, node in enumerate(self.nodes):
@@ -211,7 +212,8 @@ def _value_info_shape(vi: onnx.ValueInfoProto) -> Shape | None:
     return tuple(dims)
 
 
-def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+def _light_copy(model: onnx.ModelProto, nodes: list[onnx.NodeProto] | None = None
+                ) -> onnx.ModelProto:
     """A copy for shape inference where large float weights become typed graph inputs: inference
     needs their shapes only, and serialising ResNet-50's weights costs most of a second."""
     m = onnx.ModelProto()
@@ -226,7 +228,7 @@ def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
                 setattr(m, fd.name, value)
     g, src = m.graph, model.graph
     g.name = src.name
-    g.node.extend(src.node)
+    g.node.extend(src.node if nodes is None else nodes)
     g.output.extend(src.output)
     declared = {i.name for i in src.input}
     g.input.extend(src.input)
@@ -245,13 +247,14 @@ def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None,
-                 known: dict[str, np.ndarray] | None = None) -> dict[str, Shape]:
+                 known: dict[str, np.ndarray] | None = None,
+                 nodes: list[onnx.NodeProto] | None = None) -> dict[str, Shape]:
     """Non-strict ONNX shape inference with data propagation, on a copy.
 
     ``input_shapes`` pins dynamic input dims (needed only for MACs). A symbolic leading (batch)
     dim is kept symbolic here; counting code substitutes 1 for it.
     """
-    m = _light_copy(model)
+    m = _light_copy(model, nodes)
     if input_shapes:
         for inp in m.graph.input:
             if inp.name in input_shapes:

@@ -26,8 +26,11 @@ def importance(analysis: Analysis, criterion: Criterion = "l1") -> np.ndarray:
         w = analysis.view.const(name)
         if w is None:
             continue
-        w = np.moveaxis(np.asarray(w, dtype=np.float64), axis, 0).reshape(w.shape[axis], -1)
-        per = np.abs(w).sum(axis=1) if criterion == "l1" else np.sqrt((w * w).sum(axis=1))
+        w = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+        if criterion == "l1":
+            per = np.abs(w).sum(axis=1, dtype=np.float64)
+        else:
+            per = np.sqrt(np.square(w, dtype=np.float64).sum(axis=1))
         if per.shape[0] != birth.layout.shape[0]:
             continue
         np.add.at(score, analysis.raw_to_class[birth.layout], per)

@@ -6,6 +6,7 @@ graph inputs in old IRs, external files), and every later stage should see one s
 
 from __future__ import annotations
 
+import heapq
 import os
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from onnx import external_data_helper
 
 from .errors import ModelLoadError
 
-__all__ = ["load_model", "save_model", "normalize"]
+__all__ = ["load_model", "save_model", "sorted_nodes"]
 
 
 def _check_external_locations(model: onnx.ModelProto, base_dir: Path) -> None:
@@ -43,15 +44,14 @@ def _check_external_locations(model: onnx.ModelProto, base_dir: Path) -> None:
 
 
 def load_model(source: str | os.PathLike[str] | bytes | onnx.ModelProto) -> onnx.ModelProto:
-    """Load a model from a path, serialized bytes or a ModelProto (returned as a copy).
+    """Load a model from a path or serialized bytes; a ModelProto is returned as is (not copied:
+    callers must not mutate it while an analysis of it is in use).
 
-    External data is loaded only from inside the model's folder. The result is not yet
-    normalised; see :func:`normalize`.
+    External data is loaded only from inside the model's folder.
     """
     if isinstance(source, onnx.ModelProto):
-        model = onnx.ModelProto()
-        model.CopyFrom(source)
-        return model
+        _require_graph(source, "<model>")
+        return source
     if isinstance(source, bytes | bytearray):
         model = onnx.ModelProto()
         try:
@@ -94,35 +94,22 @@ def _require_graph(model: onnx.ModelProto, where: str) -> None:
         raise ModelLoadError(f"{where}: not an ONNX model (no opset_import)")
 
 
-def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Drop stale value_info and sort nodes topologically, in place; returns the model.
-
-    Exporters (Paddle in particular) leave value_info that no longer matches the graph; keeping it
-    makes strict shape inference fail after pruning, so it is always re-inferred instead.
-    """
-    del model.graph.value_info[:]
-    _toposort_inplace(model.graph)
-    return model
-
-
-def _toposort_inplace(graph: onnx.GraphProto) -> None:
-    """Kahn's algorithm, stable with respect to the original order; no-op on sorted graphs."""
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+def sorted_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The graph's nodes in topological order (Kahn, stable; the list as is when already
+    sorted). Never mutates the graph: stale value_info is simply never read or written."""
     nodes = list(graph.node)
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
     produced_by: dict[str, int] = {}
     for idx, node in enumerate(nodes):
         for out in node.output:
             produced_by[out] = idx
-    # Fast path: already sorted.
     seen = set(available)
-    ordered = True
     for node in nodes:
         if any(i not in seen and i in produced_by for i in node.input):
-            ordered = False
             break
         seen.update(node.output)
-    if ordered:
-        return
+    else:
+        return nodes
     waiting = [0] * len(nodes)
     users: dict[int, list[int]] = {}
     for idx, node in enumerate(nodes):
@@ -130,8 +117,6 @@ def _toposort_inplace(graph: onnx.GraphProto) -> None:
         waiting[idx] = len(deps)
         for d in deps:
             users.setdefault(d, []).append(idx)
-    import heapq
-
     ready = [i for i, w in enumerate(waiting) if w == 0]
     heapq.heapify(ready)
     order: list[int] = []
@@ -144,9 +129,7 @@ def _toposort_inplace(graph: onnx.GraphProto) -> None:
                 heapq.heappush(ready, u)
     if len(order) != len(nodes):
         raise ModelLoadError("the graph has a cycle")
-    sorted_nodes = [nodes[i] for i in order]
-    del graph.node[:]
-    graph.node.extend(sorted_nodes)
+    return [nodes[i] for i in order]
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:

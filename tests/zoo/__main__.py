@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -17,6 +18,12 @@ from . import NAMES, cache_dir, export
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.zoo", description=__doc__)
     parser.add_argument("-j", "--jobs", type=int, default=min(2, mp.cpu_count()))
+    parser.add_argument(
+        "--clean-stale",
+        action="store_true",
+        help="delete cache dirs of other code/torch versions (~1.4 GB each); not the default "
+        "because another checkout or a running pytest may still be using them",
+    )
     parser.add_argument("names", nargs="*", default=list(NAMES), help="subset of models")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(NAMES))
@@ -32,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         results = [export.build_all_variants(n) for n in args.names]
     wall = time.perf_counter() - t0
 
-    print(f"cache: {export._key_dir()}")
+    if args.clean_stale:
+        for stale in export.stale_cache_dirs():
+            shutil.rmtree(stale, ignore_errors=True)
+            print(f"removed stale cache {stale}")
+    print(f"cache: {export.key_dir()}")
     print(
         f"{'name':<20}{'opset':>6}  {'bn':<7}{'size MB':>9}{'nodes':>7}{'build s':>9}{'MACs':>15}"
     )

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -52,18 +53,34 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def _key_dir() -> Path:
+def key_dir() -> Path:
     return cache_dir() / f"torch{torch.__version__.split('+')[0]}-{source_hash()}"
+
+
+def stale_cache_dirs() -> list[Path]:
+    """Cache dirs left by other source/torch versions (only names this module creates)."""
+    root, current = cache_dir(), key_dir()
+    if not root.is_dir():
+        return []
+    return [
+        d
+        for d in root.iterdir()
+        if d.is_dir() and d != current and re.fullmatch(r"torch[^-]+-[0-9a-f]{16}", d.name)
+    ]
 
 
 def onnx_file(name: str, opset: int, bn: str) -> Path:
     """Cache location of one export (not built)."""
-    return _key_dir() / f"{name}_opset{opset}_bn-{bn}.onnx"
+    return key_dir() / f"{name}_opset{opset}_bn-{bn}.onnx"
+
+
+def _check_name(name: str) -> None:
+    if name not in architectures.SPECS:
+        raise KeyError(f"unknown zoo model {name!r}; known: {sorted(architectures.SPECS)}")
 
 
 def _check_args(name: str, opset: int, bn: str) -> None:
-    if name not in architectures.SPECS:
-        raise KeyError(f"unknown zoo model {name!r}; known: {sorted(architectures.SPECS)}")
+    _check_name(name)
     if bn not in BN_MODES:
         raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
     if not isinstance(opset, int) or opset < 13:
@@ -126,7 +143,8 @@ def export_onnx(name: str, opset: int, bn: str, path: Path) -> None:
     BN that directly follows a Conv into the Conv weights/bias.
     bn="kept": training=TrainingMode.PRESERVE on an eval() model still exports inference-mode
     BatchNormalization but skips the eval peephole, so no BN is fused. Constant folding stays on
-    in both modes, so the two graphs differ only by the BN nodes.
+    in both modes, so the node lists differ only by the BN nodes (and folded Convs gain a bias
+    input; kept-mode initializers keep their torch names, folded ones become "onnx::Conv_N").
     """
     _check_args(name, opset, bn)
     spec = architectures.SPECS[name]
@@ -181,8 +199,8 @@ def count_macs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
 
 def macs(name: str) -> int:
     """Batch-1 MACs of ``name``, cached in a JSON sidecar next to the exports."""
-    _check_args(name, 17, "folded")
-    path = _key_dir() / f"{name}.macs.json"
+    _check_name(name)
+    path = key_dir() / f"{name}.macs.json"
     if path.is_file():
         return int(json.loads(path.read_text())["macs"])
     with single_thread():
