@@ -166,3 +166,53 @@ def prune(
     after = count(a, plan.keep)
     return PruneResult(apply(a, plan), plan, before.params, after.params, before.macs,
                        after.macs, pol)
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    """Metrics of a model on calibration data (fidelity against ``reference`` if given) and its
+    measured latency; ``reference_latency`` when a reference was measured alongside."""
+
+    metrics: Any
+    latency: Any
+    reference_latency: Any | None = None
+
+
+def load_calib(model: ModelLike, calib: str | os.PathLike[str], *, calib_size: int | None = None,
+               image_options: Any | None = None, seed: int = 0):
+    """Calibration data checked against ``model``'s inputs before any work starts."""
+    from graph_ops import load_model
+
+    from .data import input_specs_from_model, load_calibration
+
+    m = load_model(model)
+    return load_calibration(calib, input_specs_from_model(m), size=calib_size,
+                            image_options=image_options, seed=seed)
+
+
+def evaluate(model: ModelLike, *, calib: str | os.PathLike[str] | Any,
+             reference: ModelLike | None = None, threads: int = 1,
+             calib_size: int | None = None, image_options: Any | None = None,
+             measure_latency: bool = True) -> EvaluateResult:
+    """Accuracy (with labels) and fidelity to ``reference`` (if given), plus ORT latency."""
+    from graph_ops import load_model
+
+    from .data import CalibrationSet
+    from .evaluate import Evaluator
+    from .latency import measure_interleaved
+
+    m = load_model(model)
+    ref = load_model(reference) if reference is not None else None
+    data = calib if isinstance(calib, CalibrationSet) else load_calib(
+        ref if ref is not None else m, calib, calib_size=calib_size,
+        image_options=image_options)
+    if ref is not None:
+        metrics = Evaluator(ref, data, threads=threads).evaluate(m)
+    else:
+        metrics = Evaluator(m, data, threads=threads).reference_metrics
+    if not measure_latency:
+        return EvaluateResult(metrics, None)
+    one = {k: v[:1] for k, v in data.inputs.items()}
+    models = [m] if ref is None else [m, ref]
+    lat = measure_interleaved(models, one, threads=threads)
+    return EvaluateResult(metrics, lat[0], lat[1] if ref is not None else None)

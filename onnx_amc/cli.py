@@ -153,5 +153,100 @@ def prune(model: str, out: str, keep: float | None, policy: str | None, criterio
     click.echo(f"wrote {out_path}")
 
 
+def _image_options(image_size, resize_shorter, scale, mean, std, bgr, layout):
+    from .data import ImageOptions
+
+    def floats(v: str | None, what: str):
+        if v is None:
+            return None
+        try:
+            return tuple(float(x) for x in v.split(","))
+        except ValueError:
+            raise InputError(f"{what} expects comma-separated numbers, got '{v}'") from None
+
+    kw: dict = {}
+    if image_size:
+        try:
+            h, w = (int(x) for x in image_size.lower().split("x"))
+        except ValueError:
+            raise InputError(f"--image-size expects HxW, got '{image_size}'") from None
+        kw["size"] = (h, w)
+    if resize_shorter:
+        kw["resize_shorter"] = resize_shorter
+    if scale is not None:
+        kw["scale"] = scale
+    if mean:
+        kw["mean"] = floats(mean, "--mean")
+    if std:
+        kw["std"] = floats(std, "--std")
+    if bgr:
+        kw["channel_order"] = "BGR"
+    if layout:
+        kw["layout"] = layout.upper()
+    return ImageOptions(**kw)
+
+
+def calib_options(fn):
+    """--calib and its preprocessing options, shared by evaluate, prune and compress."""
+    opts = [
+        click.option("--calib-size", type=click.IntRange(min=1), help="Use N samples "
+                     "(seeded shuffle)."),
+        click.option("--image-size", metavar="HxW", help="Image folders: crop size (default: "
+                     "the model's input size)."),
+        click.option("--resize-shorter", type=click.IntRange(min=1), help="Image folders: "
+                     "resize the shorter side to N before the centre crop."),
+        click.option("--scale", type=float, help="Image folders: pixel multiplier "
+                     "(default 1/255)."),
+        click.option("--mean", metavar="M1,M2,M3", help="Image folders: per-channel mean "
+                     "(default ImageNet)."),
+        click.option("--std", metavar="S1,S2,S3", help="Image folders: per-channel std "
+                     "(default ImageNet)."),
+        click.option("--bgr", is_flag=True, help="Image folders: feed BGR instead of RGB."),
+        click.option("--layout", type=click.Choice(["NCHW", "NHWC"], case_sensitive=False),
+                     help="Image folders: input layout (default: inferred from the model)."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+@main.command()
+@_model_arg
+@click.option("--calib", required=True, type=click.Path(),
+              help="Calibration data: .npz (one array per input, optional 'labels'), .npy, or "
+                   "a folder of images (class subfolders give labels).")
+@click.option("--reference", type=click.Path(dir_okay=False),
+              help="Original model: adds fidelity (top-1 agreement, relative L2, cosine) and "
+                   "its latency.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="ONNX Runtime intra-op threads.")
+@calib_options
+def evaluate(model: str, calib: str, reference: str | None, threads: int,
+             calib_size, image_size, resize_shorter, scale, mean, std, bgr, layout) -> None:
+    """Print accuracy (with labels), fidelity to --reference, and measured latency."""
+    res = api.evaluate(model, calib=calib, reference=reference, threads=threads,
+                       calib_size=calib_size,
+                       image_options=_image_options(image_size, resize_shorter, scale, mean,
+                                                    std, bgr, layout))
+    m = res.metrics
+    click.echo(f"samples: {m.num_samples}")
+    if m.top1 is not None:
+        click.echo(f"top-1: {m.top1:.4f}" + (f"  top-5: {m.top5:.4f}" if m.top5 is not None
+                                             else ""))
+    if reference:
+        f = m.fidelity
+        if f.get("top1_agreement") is not None:
+            click.echo(f"top-1 agreement with reference: {f['top1_agreement']:.4f}")
+        click.echo(f"mean cosine: {f.get('mean_cosine', float('nan')):.6f}  "
+                   f"mean relative L2: {f.get('mean_rel_l2', float('nan')):.6f}")
+    lat = res.latency
+    click.echo(f"latency: median {lat.median_ms:.3f} ms (IQR {lat.iqr_ms:.3f}, {lat.runs} runs, "
+               f"{lat.threads} thread{'s' if lat.threads > 1 else ''}, batch 1)")
+    if res.reference_latency is not None:
+        r = res.reference_latency
+        click.echo(f"reference latency: median {r.median_ms:.3f} ms "
+                   f"({r.median_ms / lat.median_ms:.2f}x)")
+
+
 if __name__ == "__main__":
     main()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from onnx import external_data_helper
@@ -139,3 +140,25 @@ def test_prune_never_writes_partial_file_on_failure(tmp_path, small_model, monke
     with pytest.raises(Boom):
         load_mod.save_model(onnx.load(str(small_model)), out)
     assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+ASSETS = Path(__file__).resolve().parents[1] / "onnx_amc" / "assets"
+
+
+def test_evaluate_prints_accuracy_fidelity_latency(tmp_path):
+    model = ASSETS / "digits_cnn.onnx"
+    out = tmp_path / "p.onnx"
+    assert _run("prune", str(model), "-o", str(out), "--keep", "0.9").returncode == 0
+    r = _run("evaluate", str(out), "--calib", str(ASSETS / "digits_calib.npz"),
+             "--reference", str(model), "--calib-size", "200")
+    assert r.returncode == 0, r.stderr
+    assert "samples: 200" in r.stdout and "top-1:" in r.stdout
+    assert "top-1 agreement with reference:" in r.stdout and "latency: median" in r.stdout
+
+
+def test_evaluate_rejects_calibration_that_does_not_fit(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, input=np.zeros((4, 3, 8, 8), np.float32))
+    r = _run("evaluate", str(ASSETS / "digits_cnn.onnx"), "--calib", str(bad))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in r.stderr
