@@ -229,3 +229,37 @@ def test_policy_with_explicit_indices_and_errors():
     pruned = apply(a, plan)
     w = {t.name: t for t in pruned.graph.initializer}["a.w"]
     assert list(w.dims) == [3, 3, 3, 3]
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17, 18, 21])
+def test_opset_dependent_signatures(opset):
+    """ReduceMean / Squeeze / Unsqueeze / Pad / Resize change from attributes to inputs across
+    opsets 11-21; the same network must prune exactly at each of them."""
+    i: dict[str, np.ndarray] = {}
+    axes = np.array([2, 3], np.int64)
+    if opset >= 18:
+        red = helper.make_node("ReduceMean", ["a", "rax"], ["m"], keepdims=0)
+        i["rax"] = axes
+    else:
+        red = helper.make_node("ReduceMean", ["a"], ["m"], axes=[2, 3], keepdims=0)
+    if opset >= 13:
+        unsq = helper.make_node("Unsqueeze", ["m", "uax"], ["u"])
+        i["uax"] = axes
+    else:
+        unsq = helper.make_node("Unsqueeze", ["m"], ["u"], axes=[2, 3])
+    pads = np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)
+    pad = helper.make_node("Pad", ["g", "pads"], ["pd"], mode="constant")
+    i["pads"] = pads
+    resize = helper.make_node("Resize", ["pd", "roi" if opset < 13 else "", "scales"], ["rs"],
+                              mode="nearest")
+    if opset < 13:  # roi is a required input before opset 13
+        i["roi"] = np.zeros(0, np.float32)
+    i["scales"] = np.array([1, 1, 2, 2], np.float32)
+    n, ii = chain(conv("a", "x", 3, 8),
+                  ([red, unsq], {}), conv("e", "u", 8, 8, k=1),
+                  ([helper.make_node("Sigmoid", ["e"], ["s"]),
+                    helper.make_node("Mul", ["a", "s"], ["g"]), pad, resize], {}),
+                  conv("c", "rs", 8, 4), head("c", 4))
+    i.update(ii)
+    a = assert_prunes_exactly(build(n, i, opset=opset))
+    assert {g.id for g in a.prunable_groups} == {"a", "c"}
