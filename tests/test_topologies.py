@@ -263,3 +263,25 @@ def test_opset_dependent_signatures(opset):
     i.update(ii)
     a = assert_prunes_exactly(build(n, i, opset=opset))
     assert {g.id for g in a.prunable_groups} == {"a", "c"}
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_conv_1d_3d_instance_norm_prelu_gelu(dims):
+    k = [3] * dims
+    shape = ("N", 3) + (6,) * dims
+    i = {"a.w": W(8, 3, *k), "a.b": W(8), "in.s": W(8), "in.b": W(8),
+         "slope": W(8, *([1] * dims)), "b.w": W(6, 8, *k), "fc.w": W(5, 6), "fc.b": W(5)}
+    nodes = [
+        helper.make_node("Conv", ["x", "a.w", "a.b"], ["a"], pads=[1] * (2 * dims)),
+        helper.make_node("InstanceNormalization", ["a", "in.s", "in.b"], ["n"]),
+        helper.make_node("PRelu", ["n", "slope"], ["p"]),
+        helper.make_node("Gelu", ["p"], ["ge"]),
+        helper.make_node("Dropout", ["ge"], ["d"]),
+        helper.make_node("Cast", ["d"], ["c"], to=TensorProto.FLOAT),
+        helper.make_node("Conv", ["c", "b.w"], ["b"], pads=[1] * (2 * dims)),
+        helper.make_node("GlobalMaxPool", ["b"], ["gp"]),
+        helper.make_node("Flatten", ["gp"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], transB=1),
+    ]
+    a = assert_prunes_exactly(build(nodes, i, opset=20, in_shape=shape))
+    assert {g.id for g in a.prunable_groups} == {"a", "b"}
