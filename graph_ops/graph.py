@@ -38,10 +38,27 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
+_RAW_DTYPES = {
+    onnx.TensorProto.FLOAT: np.dtype("<f4"), onnx.TensorProto.DOUBLE: np.dtype("<f8"),
+    onnx.TensorProto.FLOAT16: np.dtype("<f2"), onnx.TensorProto.INT64: np.dtype("<i8"),
+    onnx.TensorProto.INT32: np.dtype("<i4"), onnx.TensorProto.INT8: np.dtype("i1"),
+    onnx.TensorProto.UINT8: np.dtype("u1"),
+}
+
+
+def _tensor_to_array(t: onnx.TensorProto) -> np.ndarray:
+    """Read-only zero-copy view of raw little-endian data (the common case for weights);
+    numpy_helper for everything else. Weights are only ever read, never written in place."""
+    dt = _RAW_DTYPES.get(t.data_type)
+    if dt is not None and t.HasField("raw_data") and t.data_location != onnx.TensorProto.EXTERNAL:
+        return np.frombuffer(t.raw_data, dtype=dt).reshape(tuple(t.dims))
+    return numpy_helper.to_array(t)
+
+
 def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
     for a in node.attribute:
         if a.name == "value":
-            return numpy_helper.to_array(a.t)
+            return _tensor_to_array(a.t)
         if a.name == "value_float":
             return np.array(a.f, dtype=np.float32)
         if a.name == "value_floats":
@@ -166,7 +183,7 @@ class GraphView:
             return None
         value: np.ndarray | None
         if src.kind == "initializer":
-            value = numpy_helper.to_array(self.initializers[name])
+            value = _tensor_to_array(self.initializers[name])
         elif src.kind == "constant_node":
             value = _constant_node_value(self.nodes[src.node_index])
         else:
