@@ -22,13 +22,20 @@ __all__ = ["apply"]
 def _sliced_constants(analysis: Analysis, keep_raw: np.ndarray) -> dict[str, np.ndarray]:
     view, ctx = analysis.view, analysis.ctx
     out: dict[str, np.ndarray] = {}
+    per_tensor: dict[str, dict[int, np.ndarray]] = {}
     for (name, axis), sl in ctx.slices.items():
-        arr = out.get(name)
-        if arr is None:
-            arr = view.const(name)
         pos = kept_positions(sl.layout, keep_raw)
-        if pos.size != arr.shape[axis]:
-            out[name] = np.take(arr, pos, axis=axis)
+        if pos.size != sl.layout.size:
+            per_tensor.setdefault(name, {})[axis] = pos
+    for name, axes in per_tensor.items():
+        arr = view.const(name)
+        if sorted(axes) == list(range(len(axes))) and len(axes) > 1:
+            # One gather for leading axes (conv weights: out and in channels together).
+            out[name] = arr[np.ix_(*[axes[d] for d in range(len(axes))])]
+        else:
+            for axis, pos in axes.items():
+                arr = np.take(arr, pos, axis=axis)
+            out[name] = arr
     for gs in ctx.grouped:
         w = out.get(gs.tensor, view.const(gs.tensor))
         out_pos = kept_positions(gs.out_layout, keep_raw)

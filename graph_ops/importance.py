@@ -18,6 +18,14 @@ def importance(analysis: Analysis, criterion: Criterion = "l1") -> np.ndarray:
     channel, summed over all producers that create it (He et al. 2017; AMC keeps the largest)."""
     if criterion not in ("l1", "l2"):
         raise ValueError(f"unknown criterion '{criterion}' (use l1 or l2)")
+    cache = analysis.__dict__.setdefault("_importance", {})
+    if criterion not in cache:
+        cache[criterion] = _importance(analysis, criterion)
+        cache[criterion].setflags(write=False)
+    return cache[criterion]
+
+
+def _importance(analysis: Analysis, criterion: Criterion) -> np.ndarray:
     score = np.zeros(analysis.num_classes, dtype=np.float64)
     for birth in analysis.ctx.births:
         if birth.weight is None:
