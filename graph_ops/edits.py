@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SliceConst", "GroupedWeightSlice", "ValueEdit", "kept_positions", "kept_count"]
+__all__ = ["SliceConst", "GroupedWeightSlice", "ValueEdit", "SetCount", "kept_positions",
+           "kept_count"]
 
 
 def kept_positions(layout: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -57,3 +58,18 @@ class ValueEdit:
     compute: Compute
     input_index: int = -1
     attr: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class SetCount:
+    """A ValueEdit compute: ``value`` with entry ``pos`` replaced by the kept count of ``layout``
+    (a Reshape target, Resize sizes or Expand shape that hard-codes a channel count)."""
+
+    value: np.ndarray
+    pos: int
+    layout: np.ndarray
+
+    def __call__(self, keep: np.ndarray) -> np.ndarray:
+        out = self.value.reshape(-1).copy()
+        out[self.pos] = kept_count(self.layout, keep)
+        return out.reshape(self.value.shape)

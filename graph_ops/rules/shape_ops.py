@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from ..edits import SetCount
 from . import DEFAULT_RULES, Chan, Context
 
 rule = DEFAULT_RULES.register
@@ -178,14 +179,7 @@ def reshape(ctx: Context, node: onnx.NodeProto) -> None:
                 ctx.freeze(x.layout, "Reshape copies a channel count from another axis")
             return
         if t_k > 0:
-            layout = chan.layout
-
-            def new_target(keep, t=target, k=k, layout=layout):
-                out = t.reshape(-1).copy()
-                out[k] = int(np.count_nonzero(keep[layout]))
-                return out
-
-            ctx.edit_input(1, new_target)
+            ctx.edit_input(1, SetCount(target, k, chan.layout))
         return
     if not _target_follows(ctx, node, x, chan, k):
         _edit_computed_target(ctx, node, k, chan)
@@ -230,14 +224,7 @@ def _edit_computed_target(ctx: Context, node: onnx.NodeProto, k: int, chan: Chan
             if v <= 0:
                 return
             saved, ctx.node_index = ctx.node_index, prod
-            layout, pos = chan.layout, k - offset
-
-            def new_piece(keep, value=value, pos=pos, layout=layout):
-                out = value.reshape(-1).copy()
-                out[pos] = int(np.count_nonzero(keep[layout]))
-                return out.reshape(value.shape)
-
-            ctx.edit_input(j, new_piece)
+            ctx.edit_input(j, SetCount(value, k - offset, chan.layout))
             ctx.node_index = saved
             return
         offset += shape[0]
@@ -285,14 +272,7 @@ def expand(ctx: Context, node: onnx.NodeProto) -> None:
         ctx.freeze(x.layout, "Expand changes the channel count")
         return
     if local >= 0 and s[local] == x.size and x.size != 1:
-        layout = x.layout
-
-        def new_shape(keep, shape=shape, local=local, layout=layout):
-            out = shape.reshape(-1).copy()
-            out[local] = int(np.count_nonzero(keep[layout]))
-            return out
-
-        ctx.edit_input(1, new_shape)
+        ctx.edit_input(1, SetCount(shape, local, x.layout))
     ctx.set(node.output[0], Chan(axis, rank, x.layout))
 
 

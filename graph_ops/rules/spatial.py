@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from ..edits import SetCount
 from . import CHANNEL_PRESERVING, DEFAULT_RULES, Chan, Context
 
 rule = DEFAULT_RULES.register
@@ -76,14 +77,7 @@ def resize(ctx: Context, node: onnx.NodeProto) -> None:
             if int(sizes[pos]) != x.size:
                 ctx.freeze(x.layout, "Resize changes the channel count")
                 return
-            layout = x.layout
-
-            def new_sizes(keep, sizes=sizes, pos=pos, layout=layout):
-                out = sizes.copy()
-                out[pos] = int(np.count_nonzero(keep[layout]))
-                return out
-
-            ctx.edit_input(sizes_idx, new_sizes)
+            ctx.edit_input(sizes_idx, SetCount(sizes, pos, x.layout))
     else:
         ctx.freeze(x.layout, "Resize without constant scales or sizes")
         return
