@@ -16,13 +16,13 @@ from .count import Counts, count, group_macs, prunable_mac_share
 from .errors import GraphOpsError, ModelLoadError, PolicyError
 from .importance import importance
 from .load import load_model, save_model
-from .plan import Policy, PrunePlan, keep_count, make_plan
+from .plan import DEFAULT_ROUND_TO, Policy, PrunePlan, keep_count, make_plan
 from .rules import CHANNEL_PRESERVING, DEFAULT_RULES, RuleRegistry
 
 __all__ = [
     "Analysis", "ChannelGroup", "analyze", "apply", "Counts", "count", "group_macs",
     "prunable_mac_share", "GraphOpsError", "ModelLoadError", "PolicyError", "importance",
-    "load_model", "save_model", "Policy", "PrunePlan", "keep_count", "make_plan",
+    "load_model", "save_model", "DEFAULT_ROUND_TO", "Policy", "PrunePlan", "keep_count", "make_plan",
     "CHANNEL_PRESERVING", "DEFAULT_RULES", "RuleRegistry", "uniform_policy",
 ]
 

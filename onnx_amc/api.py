@@ -13,6 +13,7 @@ from typing import Any
 import onnx
 
 from graph_ops import (
+    DEFAULT_ROUND_TO,
     Analysis,
     PolicyError,
     analyze,
@@ -143,7 +144,7 @@ def prune(
     keep: float | None = None,
     policy: Mapping[str, float | list[int]] | None = None,
     criterion: str = "l1",
-    round_to: int = 1,
+    round_to: int = DEFAULT_ROUND_TO,
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> PruneResult:
     """Prune with one keep ratio for every prunable group (``keep``) or a per-group policy."""

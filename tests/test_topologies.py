@@ -120,8 +120,10 @@ def test_grouped_conv_keeps_equal_counts_per_group():
     a = assert_prunes_exactly(build(n, i))
     g = {x.id: x for x in a.groups}
     assert g["a"].blocks == 4 and g["g"].blocks == 4
-    plan = make_plan(a, uniform_policy(a, 0.5), importance(a))
+    plan = make_plan(a, uniform_policy(a, 0.5), importance(a), round_to=1)
     assert len(plan.kept["a"]) == 8 and len(plan.kept["g"]) == 4
+    plan = make_plan(a, uniform_policy(a, 0.25), importance(a), round_to=8)
+    assert len(plan.kept["a"]) == 8 and "g" not in plan.kept  # multiples of lcm(4, 8)
 
 
 def test_channel_shuffle_reshape_transpose():
