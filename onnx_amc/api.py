@@ -127,7 +127,8 @@ def load_policy(path: str | os.PathLike[str]) -> dict[str, float | list[int]]:
 
 @dataclass(frozen=True)
 class PruneResult:
-    """The pruned model and the counts before and after."""
+    """The pruned model and the counts before and after; with calibration data, also the
+    held-out metrics of the original and the result, and the reconstruction report."""
 
     model: onnx.ModelProto
     plan: PrunePlan
@@ -136,6 +137,10 @@ class PruneResult:
     macs_before: int | None
     macs_after: int | None
     policy: dict[str, float | list[int]] = field(default_factory=dict)
+    metrics_before: Any | None = None
+    metrics_after: Any | None = None
+    reconstruction: Any | None = None
+    bn_reestimated: bool = False
 
 
 def prune(
@@ -146,8 +151,22 @@ def prune(
     criterion: str = "l1",
     round_to: int = DEFAULT_ROUND_TO,
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    calib: str | os.PathLike[str] | Any | None = None,
+    reconstruct: bool = False,
+    bn_reestimate: bool | None = None,
+    calib_size: int | None = None,
+    image_options: Any | None = None,
+    threads: int = 1,
+    seed: int = 0,
 ) -> PruneResult:
-    """Prune with one keep ratio for every prunable group (``keep``) or a per-group policy."""
+    """Prune with one keep ratio for every prunable group (``keep``) or a per-group policy.
+
+    With ``calib``, the data is split (seeded) into a reconstruction part and a disjoint
+    evaluation part; ``reconstruct`` re-fits the consumers of pruned channels by least squares
+    on the first, ``bn_reestimate`` (default: with ``reconstruct``, where BatchNormalization
+    nodes exist) re-estimates BN statistics, and both models are scored on the second."""
+    if (reconstruct or bn_reestimate) and calib is None:
+        raise InputError("--reconstruct and --bn-reestimate need --calib DATA")
     if (keep is None) == (policy is None):
         raise InputError("give exactly one of keep= or policy=")
     if keep is not None and (isinstance(keep, bool) or not 0.0 < float(keep) <= 1.0
@@ -165,8 +184,33 @@ def prune(
         raise InputError(str(exc)) from None
     before = count(a)
     after = count(a, plan.keep)
-    return PruneResult(apply(a, plan), plan, before.params, after.params, before.macs,
-                       after.macs, pol)
+    pruned = apply(a, plan)
+    if calib is None:
+        return PruneResult(pruned, plan, before.params, after.params, before.macs,
+                           after.macs, pol)
+    from .data import CalibrationSet, split_calibration
+    from .evaluate import Evaluator
+
+    data = calib if isinstance(calib, CalibrationSet) else load_calib(
+        a.model, calib, calib_size=calib_size, image_options=image_options, seed=seed)
+    if len(data) < 2:
+        raise InputError("calibration data needs at least 2 samples (fit and evaluation)")
+    fit, held_out = split_calibration(data, seed=seed)
+    report = None
+    has_bn = any(n.op_type == "BatchNormalization" for n in pruned.graph.node)
+    do_bn = has_bn and (bn_reestimate if bn_reestimate is not None else reconstruct)
+    if reconstruct:
+        from .reconstruct import reconstruct as fit_weights
+
+        pruned, report = fit_weights(a.model, pruned, a, plan, fit.inputs, threads=threads,
+                                     seed=seed)
+    if do_bn:
+        from .reconstruct import reestimate_bn
+
+        pruned = reestimate_bn(pruned, fit.inputs, threads=threads)
+    ev = Evaluator(a.model, held_out, threads=threads)
+    return PruneResult(pruned, plan, before.params, after.params, before.macs, after.macs, pol,
+                       ev.reference_metrics, ev.evaluate(pruned), report, bool(do_bn))
 
 
 @dataclass(frozen=True)

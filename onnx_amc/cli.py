@@ -94,66 +94,6 @@ _shape_opt = click.option(
          "Repeat for several inputs.")
 
 
-@main.command()
-@_model_arg
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (a valid "
-              "starting point for prune --policy).")
-@_shape_opt
-def inspect(model: str, as_json: bool, input_shape: tuple[str, ...]) -> None:
-    """List channel groups: id, channels, producers, share of MACs, and why frozen ones are."""
-    rep = api.inspect(model, input_shapes=_parse_shapes(input_shape))
-    if as_json:
-        click.echo(json.dumps(rep.as_dict(), indent=2))
-        return
-    click.echo(f"{model}: opset {rep.opset}, {rep.nodes} nodes, params {_human(rep.params)}, "
-               f"MACs {_human(rep.macs)}")
-    click.echo(f"{'#':>4} {'channels':>8} {'MACs%':>6}  status / producers -> id")
-    for g in rep.groups:
-        share = f"{100 * g['mac_share']:.1f}" if g["mac_share"] is not None else "?"
-        prod = ", ".join(g["producers"][:3]) + (" ..." if len(g["producers"]) > 3 else "")
-        if g["prunable"]:
-            status = "prunable" + (f" ({g['blocks']} blocks)" if g.get("blocks") else "")
-            click.echo(f"{g['index']:>4} {g['channels']:>8} {share:>6}  {status}: {prod} -> "
-                       f"{g['id']}")
-        else:
-            click.echo(f"{g['index']:>4} {g['channels']:>8} {share:>6}  FROZEN: "
-                       f"{g['frozen_reason']} (at {g['frozen_node']}) -> {g['id']}")
-    n_pr = sum(g["prunable"] for g in rep.groups)
-    share = rep.prunable_mac_share
-    click.echo(f"summary: {n_pr}/{len(rep.groups)} groups prunable; prunable share of MACs: "
-               + (f"{100 * share:.1f}%" if share is not None else "unknown (pass --input-shape)"))
-
-
-@main.command()
-@_model_arg
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the pruned model (never the input).")
-@click.option("--keep", type=float, help="Keep ratio for every prunable group, in (0, 1].")
-@click.option("--policy", type=click.Path(dir_okay=False),
-              help="JSON policy: group id -> keep ratio or kept indices (inspect --json works).")
-@click.option("--criterion", type=click.Choice(["l1", "l2"]), default="l1", show_default=True,
-              help="Channel importance: norm of producer weights.")
-@click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
-              help="Round kept channel counts up to a multiple of N (8 measured fastest on "
-                   "ONNX Runtime CPU; 1 disables rounding).")
-@_shape_opt
-def prune(model: str, out: str, keep: float | None, policy: str | None, criterion: str,
-          round_to: int, input_shape: tuple[str, ...]) -> None:
-    """Write a smaller model; print params and MACs before and after."""
-    if (keep is None) == (policy is None):
-        raise InputError("give exactly one of --keep R or --policy FILE.json")
-    out_path = _check_output(model, out)
-    pol = api.load_policy(policy) if policy else None
-    res = api.prune(model, keep=keep, policy=pol, criterion=criterion, round_to=round_to,
-                    input_shapes=_parse_shapes(input_shape))
-    save_model(res.model, out_path)
-    click.echo(f"params: {_human(res.params_before)} -> {_human(res.params_after)}")
-    mb, ma = res.macs_before, res.macs_after
-    ratio = f" ({ma / mb:.3f}x)" if mb and ma is not None else ""
-    click.echo(f"MACs:   {_human(mb)} -> {_human(ma)}{ratio}")
-    click.echo(f"wrote {out_path}")
-
-
 def _image_options(image_size, resize_shorter, scale, mean, std, bgr, layout):
     from .data import ImageOptions
 
@@ -209,6 +149,98 @@ def calib_options(fn):
     for o in reversed(opts):
         fn = o(fn)
     return fn
+
+
+@main.command()
+@_model_arg
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (a valid "
+              "starting point for prune --policy).")
+@_shape_opt
+def inspect(model: str, as_json: bool, input_shape: tuple[str, ...]) -> None:
+    """List channel groups: id, channels, producers, share of MACs, and why frozen ones are."""
+    rep = api.inspect(model, input_shapes=_parse_shapes(input_shape))
+    if as_json:
+        click.echo(json.dumps(rep.as_dict(), indent=2))
+        return
+    click.echo(f"{model}: opset {rep.opset}, {rep.nodes} nodes, params {_human(rep.params)}, "
+               f"MACs {_human(rep.macs)}")
+    click.echo(f"{'#':>4} {'channels':>8} {'MACs%':>6}  status / producers -> id")
+    for g in rep.groups:
+        share = f"{100 * g['mac_share']:.1f}" if g["mac_share"] is not None else "?"
+        prod = ", ".join(g["producers"][:3]) + (" ..." if len(g["producers"]) > 3 else "")
+        if g["prunable"]:
+            status = "prunable" + (f" ({g['blocks']} blocks)" if g.get("blocks") else "")
+            click.echo(f"{g['index']:>4} {g['channels']:>8} {share:>6}  {status}: {prod} -> "
+                       f"{g['id']}")
+        else:
+            click.echo(f"{g['index']:>4} {g['channels']:>8} {share:>6}  FROZEN: "
+                       f"{g['frozen_reason']} (at {g['frozen_node']}) -> {g['id']}")
+    n_pr = sum(g["prunable"] for g in rep.groups)
+    share = rep.prunable_mac_share
+    click.echo(f"summary: {n_pr}/{len(rep.groups)} groups prunable; prunable share of MACs: "
+               + (f"{100 * share:.1f}%" if share is not None else "unknown (pass --input-shape)"))
+
+
+@main.command()
+@_model_arg
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the pruned model (never the input).")
+@click.option("--keep", type=float, help="Keep ratio for every prunable group, in (0, 1].")
+@click.option("--policy", type=click.Path(dir_okay=False),
+              help="JSON policy: group id -> keep ratio or kept indices (inspect --json works).")
+@click.option("--criterion", type=click.Choice(["l1", "l2"]), default="l1", show_default=True,
+              help="Channel importance: norm of producer weights.")
+@click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
+              help="Round kept channel counts up to a multiple of N (8 measured fastest on "
+                   "ONNX Runtime CPU; 1 disables rounding).")
+@_shape_opt
+@click.option("--calib", type=click.Path(), help="Calibration data (see evaluate): enables "
+              "--reconstruct / --bn-reestimate and reports held-out metrics before and after.")
+@click.option("--reconstruct", is_flag=True, help="Re-fit the consumers of pruned channels by "
+              "least squares on the fitting half of --calib (and re-estimate BN statistics "
+              "where BatchNormalization nodes exist).")
+@click.option("--bn-reestimate/--no-bn-reestimate", default=None,
+              help="Re-estimate BatchNormalization statistics on --calib (default: with "
+                   "--reconstruct).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="ONNX Runtime threads for reconstruction and evaluation.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the fit/evaluation split and of position sampling.")
+@calib_options
+def prune(model: str, out: str, keep: float | None, policy: str | None, criterion: str,
+          round_to: int, input_shape: tuple[str, ...], calib: str | None, reconstruct: bool,
+          bn_reestimate: bool | None, threads: int, seed: int, calib_size, image_size,
+          resize_shorter, scale, mean, std, bgr, layout) -> None:
+    """Write a smaller model; print params and MACs before and after (and held-out metrics
+    with --calib)."""
+    if (keep is None) == (policy is None):
+        raise InputError("give exactly one of --keep R or --policy FILE.json")
+    out_path = _check_output(model, out)
+    pol = api.load_policy(policy) if policy else None
+    res = api.prune(model, keep=keep, policy=pol, criterion=criterion, round_to=round_to,
+                    input_shapes=_parse_shapes(input_shape), calib=calib,
+                    reconstruct=reconstruct, bn_reestimate=bn_reestimate, threads=threads,
+                    seed=seed, calib_size=calib_size,
+                    image_options=_image_options(image_size, resize_shorter, scale, mean, std,
+                                                 bgr, layout))
+    save_model(res.model, out_path)
+    click.echo(f"params: {_human(res.params_before)} -> {_human(res.params_after)}")
+    mb, ma = res.macs_before, res.macs_after
+    ratio = f" ({ma / mb:.3f}x)" if mb and ma is not None else ""
+    click.echo(f"MACs:   {_human(mb)} -> {_human(ma)}{ratio}")
+    if res.reconstruction is not None:
+        r = res.reconstruction
+        click.echo(f"reconstruction: {len(r.fitted)} layers fitted, {len(r.skipped)} skipped "
+                   f"({r.seconds:.1f} s)")
+        for n in r.skipped:
+            click.echo(f"  skipped {n.node}: {n.reason}")
+    if res.bn_reestimated:
+        click.echo("BatchNormalization statistics re-estimated")
+    if res.metrics_before is not None:
+        b, af = res.metrics_before, res.metrics_after
+        click.echo(f"held-out {b.score_name} ({af.num_samples} samples not used for fitting): "
+                   f"{b.score:.4f} -> {af.score:.4f}")
+    click.echo(f"wrote {out_path}")
 
 
 @main.command()
