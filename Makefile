@@ -33,7 +33,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_graph_ops.py
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_latency_rounding.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
