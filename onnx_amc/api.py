@@ -153,7 +153,7 @@ def prune(
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
     calib: str | os.PathLike[str] | Any | None = None,
     reconstruct: bool = False,
-    bn_reestimate: bool | None = None,
+    bn_reestimate: bool = False,
     calib_size: int | None = None,
     image_options: Any | None = None,
     threads: int = 1,
@@ -163,8 +163,8 @@ def prune(
 
     With ``calib``, the data is split (seeded) into a reconstruction part and a disjoint
     evaluation part; ``reconstruct`` re-fits the consumers of pruned channels by least squares
-    on the first, ``bn_reestimate`` (default: with ``reconstruct``, where BatchNormalization
-    nodes exist) re-estimates BN statistics, and both models are scored on the second."""
+    on the first, ``bn_reestimate`` re-estimates BatchNormalization statistics there (where BN
+    nodes exist), and both models are scored on the second."""
     if (reconstruct or bn_reestimate) and calib is None:
         raise InputError("--reconstruct and --bn-reestimate need --calib DATA")
     if (keep is None) == (policy is None):
@@ -198,7 +198,9 @@ def prune(
     fit, held_out = split_calibration(data, seed=seed)
     report = None
     has_bn = any(n.op_type == "BatchNormalization" for n in pruned.graph.node)
-    do_bn = has_bn and (bn_reestimate if bn_reestimate is not None else reconstruct)
+    # Not implied by reconstruct: measured neutral on in-distribution digits and harmful on
+    # out-of-distribution calibration images (benchmarks/RESULTS.md, bench_recovery.py).
+    do_bn = has_bn and bool(bn_reestimate)
     if reconstruct:
         from .reconstruct import reconstruct as fit_weights
 

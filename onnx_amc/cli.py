@@ -197,11 +197,10 @@ def inspect(model: str, as_json: bool, input_shape: tuple[str, ...]) -> None:
 @click.option("--calib", type=click.Path(), help="Calibration data (see evaluate): enables "
               "--reconstruct / --bn-reestimate and reports held-out metrics before and after.")
 @click.option("--reconstruct", is_flag=True, help="Re-fit the consumers of pruned channels by "
-              "least squares on the fitting half of --calib (and re-estimate BN statistics "
-              "where BatchNormalization nodes exist).")
-@click.option("--bn-reestimate/--no-bn-reestimate", default=None,
-              help="Re-estimate BatchNormalization statistics on --calib (default: with "
-                   "--reconstruct).")
+              "least squares on the fitting half of --calib.")
+@click.option("--bn-reestimate", is_flag=True,
+              help="Re-estimate BatchNormalization statistics on the fitting half of --calib "
+                   "(adaptive BN; helps only when the data matches the training distribution).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ONNX Runtime threads for reconstruction and evaluation.")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -209,7 +208,7 @@ def inspect(model: str, as_json: bool, input_shape: tuple[str, ...]) -> None:
 @calib_options
 def prune(model: str, out: str, keep: float | None, policy: str | None, criterion: str,
           round_to: int, input_shape: tuple[str, ...], calib: str | None, reconstruct: bool,
-          bn_reestimate: bool | None, threads: int, seed: int, calib_size, image_size,
+          bn_reestimate: bool, threads: int, seed: int, calib_size, image_size,
           resize_shorter, scale, mean, std, bgr, layout) -> None:
     """Write a smaller model; print params and MACs before and after (and held-out metrics
     with --calib)."""

@@ -1,0 +1,179 @@
+"""A thin Gymnasium adapter: one episode = one keep ratio per prunable group.
+
+The env only connects pure parts: the layer embedding (:mod:`.space`), the action wall
+(:mod:`.budget`), an injected policy evaluator and a reward from :mod:`.rewards`.  It holds no
+evaluation logic: the evaluator is any ``Callable[[dict[str, float]], EvalResult]``; the standard
+one, :func:`plan_evaluator`, prunes with graph_ops and scores with a ``CandidateEvaluator``.
+
+Step ``t`` maps the action ``a`` in ``[-1, 1]`` to a keep ratio in ``[lbound, rbound]``, clips it
+with the wall, and records it.  Intermediate rewards are 0; after the last group the env
+builds the rounded policy, evaluates it (once per distinct tuple of keep counts: repeated
+policies are served from a cache), and returns the final reward.  Giving that reward to every
+transition of the episode is the agent's job (:mod:`.agent`), as in the official code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+import onnx
+from gymnasium import spaces
+
+from graph_ops import apply
+
+from .budget import Budget, check_feasible, clamp_to_budget
+from .rewards import RewardFn, RewardInput, get_reward
+from .space import LayerSpace
+
+if TYPE_CHECKING:
+    from onnx_amc.evaluate import CandidateEvaluator
+
+__all__ = ["EvalResult", "PolicyEvaluator", "PruningEnv", "plan_evaluator"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Quality of one candidate.  ``score`` is the accuracy in [0, 1] (``Metrics.score``);
+    ``extra`` holds JSON-able details for the log (top-1, fidelity, ...)."""
+
+    score: float
+    latency_ms: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: Evaluates a rounded policy ``{group id: kept / size}``; must depend only on the keep counts.
+PolicyEvaluator = Callable[[Mapping[str, float]], EvalResult]
+
+
+def plan_evaluator(
+    space: LayerSpace,
+    evaluator: CandidateEvaluator,
+    *,
+    latency: Callable[[onnx.ModelProto], float] | None = None,
+) -> PolicyEvaluator:
+    """The standard evaluator: ``make_plan`` -> ``apply`` -> ``evaluator.evaluate`` (a
+    :class:`onnx_amc.evaluate.CandidateEvaluator`), plus ``latency(model)`` in ms if given
+    (e.g. ``lambda m: onnx_amc.latency.measure(m, inputs).median_ms``)."""
+
+    def evaluate(policy: Mapping[str, float]) -> EvalResult:
+        plan = space.plan(space.ratios_of(policy))
+        model = apply(space.analysis, plan)
+        metrics = evaluator.evaluate(model)
+        extra: dict[str, Any] = {"top1": metrics.top1, "top5": metrics.top5}
+        agreement = metrics.fidelity.get("top1_agreement") if metrics.fidelity else None
+        if agreement is not None:
+            extra["top1_agreement"] = float(agreement)
+        lat = float(latency(model)) if latency is not None else None
+        return EvalResult(float(metrics.score), lat, extra)
+
+    return evaluate
+
+
+class PruningEnv(gym.Env):
+    """AMC's channel-pruning environment over a :class:`LayerSpace`.
+
+    Args:
+        space: the groups and their embedding.
+        budget: the resource target; checked for feasibility here (``ValueError`` otherwise).
+        evaluate: scores a rounded policy.
+        reward: a name in :data:`~.rewards.REWARDS` or a reward function.
+        latency_target_ms: for latency rewards.
+
+    ``info`` of the last step carries ``"result"``: a JSON-able dict with the policy, ratios,
+    keep counts, score, reward, MACs, params, budget use, latency and whether it was cached.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        space: LayerSpace,
+        budget: Budget,
+        evaluate: PolicyEvaluator,
+        *,
+        reward: str | RewardFn = "acc",
+        latency_target_ms: float | None = None,
+    ) -> None:
+        super().__init__()
+        check_feasible(budget, space)
+        self.space = space
+        self.budget = budget
+        self.evaluate = evaluate
+        self.reward_fn = get_reward(reward)
+        self.latency_target_ms = latency_target_ms
+        self.observation_space = spaces.Box(0.0, 1.0, (space.num_features,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.cache: dict[tuple[int, ...], dict[str, Any]] = {}
+        self.evaluations = 0
+        self.cache_hits = 0
+        self._chosen: list[float] = []
+
+    def to_ratio(self, action: float) -> float:
+        """[-1, 1] -> [lbound, rbound], linearly (AMC's actor outputs [0, 1] with a sigmoid)."""
+        a = float(np.clip(action, -1.0, 1.0))
+        return self.space.lbound + (a + 1.0) / 2.0 * (self.space.rbound - self.space.lbound)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._chosen = []
+        return self.space.observation(0, self._chosen), {}
+
+    def step(self, action):
+        t = len(self._chosen)
+        if t >= self.space.num_groups:
+            raise RuntimeError("episode is over: call reset()")
+        wanted = self.to_ratio(float(np.asarray(action).reshape(-1)[0]))
+        ratio = clamp_to_budget(self.budget, self.space, self._chosen, wanted)
+        self._chosen.append(ratio)
+        if len(self._chosen) < self.space.num_groups:
+            obs = self.space.observation(len(self._chosen), self._chosen)
+            return obs, 0.0, False, False, {"ratio": ratio, "wanted": wanted}
+        result = self._finish()
+        obs = self.space.observation(self.space.num_groups - 1, self._chosen)
+        return obs, float(result["reward"]), True, False, {
+            "ratio": ratio, "wanted": wanted, "result": result}
+
+    def _finish(self) -> dict[str, Any]:
+        key = self.space.keep_counts(self._chosen)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.cache_hits += 1
+            return {**hit, "ratios": list(self._chosen), "cached": True, "eval_seconds": 0.0}
+        policy = self.space.policy(self._chosen)
+        t0 = time.perf_counter()
+        ev = self.evaluate(policy)
+        seconds = time.perf_counter() - t0
+        self.evaluations += 1
+        counts = self.space.counts_of(self._chosen)
+        use = self.budget.cost(policy) / self.budget.original
+        reward = self.reward_fn(RewardInput(
+            score=ev.score,
+            macs=int(counts.macs or 0),
+            params=int(counts.params),
+            latency_ms=ev.latency_ms,
+            latency_target_ms=self.latency_target_ms,
+        ))
+        result = {
+            "policy": policy,
+            "keep_counts": list(key),
+            "score": float(ev.score),
+            "reward": float(reward),
+            "macs": int(counts.macs or 0),
+            "params": int(counts.params),
+            "budget_kind": self.budget.kind,
+            "budget_use": float(use),
+            "latency_ms": ev.latency_ms,
+            "extra": dict(ev.extra),
+        }
+        self.cache[key] = result
+        logger.debug("evaluated %s: score %.4f reward %.4f budget use %.4f",
+                     key, ev.score, reward, use)
+        return {**result, "ratios": list(self._chosen), "cached": False, "eval_seconds": seconds}
