@@ -280,5 +280,64 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
                    f"({r.median_ms / lat.median_ms:.2f}x)")
 
 
+@main.command()
+@_model_arg
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="The best candidate; OUT.policy.json and OUT.log.jsonl are written beside.")
+@click.option("--calib", required=True, type=click.Path(),
+              help="Calibration data (see evaluate); split into a fitting and a held-out half.")
+@click.option("--flops", type=float, help="Fraction of MACs to keep, in (0, 1).")
+@click.option("--params", type=float, help="Fraction of parameters to keep, in (0, 1).")
+@click.option("--episodes", type=click.IntRange(min=1), help="Search episodes (default: 150 "
+              "for up to 8 groups, else 300).")
+@click.option("--warmup", type=click.IntRange(min=0), help="Episodes of random actions before "
+              "the agent learns (default: a third of the episodes).")
+@click.option("--search", type=click.Choice(["ddpg", "uniform", "random"]), default="ddpg",
+              show_default=True, help="AMC's DDPG agent, or a baseline under the same budget.")
+@click.option("--reconstruct", is_flag=True, help="Least-squares reconstruction of every "
+              "candidate (in the search loop, as AMC does) and of the result.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="ONNX Runtime threads.")
+@click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
+              help="Round kept channel counts up to a multiple of N.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a "
+              "terminal).")
+@_shape_opt
+@calib_options
+def compress(model: str, out: str, calib: str, flops: float | None, params: float | None,
+             episodes: int | None, warmup: int | None, search: str, reconstruct: bool,
+             seed: int, threads: int, round_to: int, progress: bool | None,
+             input_shape: tuple[str, ...], calib_size, image_size, resize_shorter, scale, mean,
+             std, bgr, layout) -> None:
+    """Search per-layer keep ratios with AMC under a budget and write the best model."""
+    from .compress import compress as run
+
+    out_path = _check_output(model, out)
+    if round_to < 1:
+        raise InputError(f"--round-to must be a positive integer, got {round_to}")
+    show = sys.stderr.isatty() if progress is None else progress
+    res = run(model, calib=calib, flops=flops, params=params, episodes=episodes,
+              warmup=warmup, search=search, reconstruct=reconstruct, seed=seed,
+              threads=threads, calib_size=calib_size,
+              image_options=_image_options(image_size, resize_shorter, scale, mean, std, bgr,
+                                           layout),
+              input_shapes=_parse_shapes(input_shape), round_to=round_to, progress=show,
+              log_path=out_path.with_name(out_path.name + ".log.jsonl"))
+    res.save(out_path)
+    b, af = res.metrics_before, res.metrics_after
+    click.echo(f"search: {res.search}, {res.episodes_run} episodes, seed {res.seed}, "
+               f"{res.seconds:.1f} s" + (" (interrupted: best so far)" if res.interrupted
+                                         else ""))
+    click.echo(f"budget: keep {res.budget_keep} of {res.budget_kind}; used "
+               f"{res.budget_use:.4f}")
+    click.echo(f"params: {_human(res.params_before)} -> {_human(res.params_after)}")
+    click.echo(f"MACs:   {_human(res.macs_before)} -> {_human(res.macs_after)}")
+    click.echo(f"held-out {b.score_name}: {b.score:.4f} -> {af.score:.4f}")
+    click.echo(f"wrote {out_path}, {out_path.name}.policy.json, {out_path.name}.log.jsonl")
+    if res.interrupted:
+        sys.exit(130)
+
+
 if __name__ == "__main__":
     main()

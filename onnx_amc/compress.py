@@ -1,0 +1,252 @@
+"""``compress``: the AMC search end to end, from a model and calibration data to a smaller model.
+
+One pass, left to right: analyse the graph once, split the calibration data (a reconstruction
+half and a disjoint evaluation half), build the layer space and the budget, let the search
+(DDPG, or the uniform/random baselines) propose policies that the env scores through an
+evaluator, then re-apply the best policy (with reconstruction if asked) and measure it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from graph_ops import DEFAULT_ROUND_TO, analyze, apply, count, save_model
+
+from .errors import InputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CompressionResult", "compress", "SEARCHES", "default_episodes"]
+
+SEARCHES = ("ddpg", "uniform", "random")
+
+
+def default_episodes(num_groups: int) -> tuple[int, int]:
+    """(episodes, warm-up) sized for a CPU: the paper's 400 episodes with 100 of warm-up on a GPU;
+    here 300 and 100, fewer for small spaces where the rounded policies are few anyway."""
+    if num_groups <= 8:
+        return 150, 50
+    return 300, 100
+
+
+@dataclass
+class CompressionResult:
+    """The best candidate and everything measured about it. ``save(out)`` writes OUT,
+    OUT.policy.json and OUT.log.jsonl."""
+
+    model: onnx.ModelProto
+    policy: dict[str, float]
+    kept_indices: dict[str, list[int]]
+    budget_kind: str
+    budget_keep: float
+    budget_use: float
+    params_before: int
+    params_after: int
+    macs_before: int | None
+    macs_after: int | None
+    metrics_before: Any
+    metrics_after: Any
+    search: str
+    seed: int
+    episodes_run: int
+    interrupted: bool
+    records: list[dict[str, Any]] = field(default_factory=list)
+    reconstruction: Any | None = None
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def policy_document(self) -> dict[str, Any]:
+        """JSON re-appliable with ``onnx-amc prune --policy`` (kept indices win over ratios)."""
+        return {
+            "format": "onnx-amc policy v1",
+            "budget": {"kind": self.budget_kind, "keep": self.budget_keep,
+                       "use": self.budget_use},
+            "search": self.search, "seed": self.seed,
+            "groups": self.groups,
+        }
+
+    def save(self, out: str | os.PathLike[str]) -> Path:
+        out = Path(out)
+        save_model(self.model, out)
+        _atomic_text(out.with_name(out.name + ".policy.json"),
+                     json.dumps(self.policy_document(), indent=2))
+        return out
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _check_budget(flops: float | None, params: float | None) -> tuple[str, float]:
+    given = [(k, v) for k, v in (("macs", flops), ("params", params)) if v is not None]
+    if len(given) != 1:
+        raise InputError("give exactly one budget: --flops R or --params R (fraction to keep)")
+    kind, value = given[0]
+    if isinstance(value, bool) or not (0.0 < float(value) < 1.0) or math.isnan(float(value)):
+        raise InputError(f"budget must be a fraction in (0, 1), got {value}")
+    return kind, float(value)
+
+
+def compress(
+    model: str | os.PathLike[str] | bytes | onnx.ModelProto,
+    *,
+    calib: str | os.PathLike[str] | Any,
+    flops: float | None = None,
+    params: float | None = None,
+    episodes: int | None = None,
+    warmup: int | None = None,
+    search: str = "ddpg",
+    reconstruct: bool = False,
+    seed: int = 0,
+    threads: int = 1,
+    calib_size: int | None = None,
+    image_options: Any | None = None,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    round_to: int = DEFAULT_ROUND_TO,
+    progress: bool = False,
+    log_path: str | os.PathLike[str] | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> CompressionResult:
+    """Search per-group keep ratios under a MACs (``flops``) or ``params`` budget (the fraction
+    to keep) and return the best candidate. Ctrl-C (KeyboardInterrupt) stops the search and
+    returns the best candidate found so far (``interrupted=True``)."""
+    from .api import load_calib
+    from .data import CalibrationSet, split_calibration
+    from .evaluate import Evaluator
+    from .search import build_space, make_budget
+    from .search.env import EvalResult, PruningEnv
+
+    t_start = time.perf_counter()
+    kind, keep = _check_budget(flops, params)
+    if search not in SEARCHES:
+        raise InputError(f"--search must be one of {', '.join(SEARCHES)}, got {search}")
+    if episodes is not None and episodes < 1:
+        raise InputError(f"--episodes must be >= 1, got {episodes}")
+    a = analyze(model, input_shapes=input_shapes)
+    if not a.prunable_groups:
+        raise InputError("the model has no prunable channel group (see onnx-amc inspect)")
+    data = calib if isinstance(calib, CalibrationSet) else load_calib(
+        a.model, calib, calib_size=calib_size, image_options=image_options, seed=seed)
+    if len(data) < 4:
+        raise InputError("calibration data needs at least 4 samples (fit and evaluation)")
+    fit, held_out = split_calibration(data, seed=seed)
+    evaluator = Evaluator(a.model, held_out, threads=threads)
+    space = build_space(a, round_to=round_to)
+    try:
+        budget = make_budget(space, kind, keep)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if budget.original is None or budget.original <= 0:
+        raise InputError("MACs are unknown for this model: pass --input-shape for dynamic dims")
+
+    def evaluate_policy(policy: Mapping[str, float]) -> EvalResult:
+        plan = space.plan(space.ratios_of(policy))
+        candidate = apply(a, plan)
+        if reconstruct:
+            from .reconstruct import reconstruct as fit_weights
+
+            candidate, _ = fit_weights(a.model, candidate, a, plan, fit.inputs,
+                                       threads=threads, seed=seed)
+        m = evaluator.evaluate(candidate)
+        return EvalResult(float(m.score), None, {"top1": m.top1})
+
+    try:
+        env = PruningEnv(space, budget, evaluate_policy)
+    except ValueError as exc:  # infeasible budget: below what lbound allows
+        raise InputError(str(exc)) from None
+
+    n_ep, n_warm = default_episodes(space.num_groups)
+    episodes = episodes or n_ep
+    warmup = min(warmup if warmup is not None else n_warm, max(episodes - 1, 0))
+    records: list[dict[str, Any]] = []
+    log_fh = open(log_path, "w") if log_path else None  # noqa: SIM115 (closed below)
+
+    def record(rec: dict[str, Any]) -> None:
+        records.append(rec)
+        if log_fh is not None:
+            log_fh.write(json.dumps(_jsonable(rec)) + "\n")
+            log_fh.flush()
+        if on_record is not None:
+            on_record(rec)
+
+    interrupted = False
+    try:
+        if search == "ddpg":
+            from .search.agent import SearchConfig, run_ddpg
+
+            cfg = SearchConfig(episodes=episodes, warmup=warmup, seed=seed, progress=progress)
+            run_ddpg(env, cfg, on_record=record)
+        elif search == "random":
+            from .search.baselines import random_search
+
+            random_search(env, episodes, seed=seed, progress=progress, on_record=record)
+        else:
+            from .search.baselines import uniform_search
+
+            res = uniform_search(env)
+            record({"episode": 0, "phase": "uniform", **res.best})
+    except KeyboardInterrupt:
+        interrupted = True
+        logger.warning("interrupted after %d episodes: keeping the best candidate so far",
+                       len(records))
+        if not records:
+            raise
+    finally:
+        if log_fh is not None:
+            log_fh.close()
+
+    best = max(records, key=lambda r: r["reward"])
+    ratios = space.ratios_of(best["policy"])
+    plan = space.plan(ratios)
+    final = apply(a, plan)
+    report = None
+    if reconstruct:
+        from .reconstruct import reconstruct as fit_weights
+
+        final, report = fit_weights(a.model, final, a, plan, fit.inputs, threads=threads,
+                                    seed=seed)
+    before, after = count(a), count(a, plan.keep)
+    groups = []
+    for g in a.groups:
+        entry: dict[str, Any] = {"index": g.index, "id": g.id, "channels": g.size}
+        if g.prunable:
+            kept = plan.kept.get(g.id, np.arange(g.size))
+            entry.update(keep=len(kept) / g.size, kept_indices=[int(i) for i in kept])
+        else:
+            entry["frozen_reason"] = g.frozen
+        groups.append(entry)
+    return CompressionResult(
+        model=final, policy=dict(best["policy"]),
+        kept_indices={g["id"]: g["kept_indices"] for g in groups if "kept_indices" in g},
+        budget_kind=kind, budget_keep=keep, budget_use=float(best["budget_use"]),
+        params_before=before.params, params_after=after.params, macs_before=before.macs,
+        macs_after=after.macs, metrics_before=evaluator.reference_metrics,
+        metrics_after=evaluator.evaluate(final), search=search, seed=seed,
+        episodes_run=len(records), interrupted=interrupted, records=records,
+        reconstruction=report, groups=groups, seconds=time.perf_counter() - t_start,
+    )
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -1,0 +1,100 @@
+"""onnx-amc compress end to end on the default model, in a subprocess: outputs, re-applying the
+policy, determinism, Ctrl-C keeping the best candidate, and bad budgets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+
+ASSETS = Path(__file__).resolve().parents[1] / "onnx_amc" / "assets"
+MODEL, CALIB = ASSETS / "digits_cnn.onnx", ASSETS / "digits_calib.npz"
+CLI = [sys.executable, "-m", "onnx_amc.cli"]
+
+
+def _run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_compress_writes_model_policy_and_log_and_policy_reapplies(tmp_path):
+    out = tmp_path / "c.onnx"
+    r = _run("compress", str(MODEL), "-o", str(out), "--calib", str(CALIB), "--flops", "0.5",
+             "--episodes", "12", "--warmup", "4", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "budget: keep 0.5 of macs" in r.stdout
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    policy = json.loads((tmp_path / "c.onnx.policy.json").read_text())
+    assert policy["budget"]["use"] <= 0.5 + 1e-9
+    log = [json.loads(line) for line in (tmp_path / "c.onnx.log.jsonl").read_text().splitlines()]
+    assert len(log) == 12 and all("reward" in e and "policy" in e for e in log)
+    assert all(e["budget_use"] <= 0.5 + 1e-9 for e in log)
+    # The policy file is a valid prune --policy: same kept channels, same weights.
+    again = tmp_path / "again.onnx"
+    r = _run("prune", str(MODEL), "-o", str(again), "--policy",
+             str(tmp_path / "c.onnx.policy.json"))
+    assert r.returncode == 0, r.stderr
+    a = {t.name: t.raw_data for t in onnx.load(str(out)).graph.initializer}
+    b = {t.name: t.raw_data for t in onnx.load(str(again)).graph.initializer}
+    assert a == b
+
+
+def test_same_seed_same_policy(tmp_path):
+    docs = []
+    for i in range(2):
+        out = tmp_path / f"s{i}.onnx"
+        r = _run("compress", str(MODEL), "-o", str(out), "--calib", str(CALIB), "--params",
+                 "0.6", "--episodes", "10", "--warmup", "3", "--seed", "3", "--no-progress")
+        assert r.returncode == 0, r.stderr
+        docs.append(json.loads((tmp_path / f"s{i}.onnx.policy.json").read_text())["groups"])
+    assert docs[0] == docs[1]
+
+
+def test_ctrl_c_keeps_best_candidate_so_far(tmp_path):
+    out = tmp_path / "i.onnx"
+    log = tmp_path / "i.onnx.log.jsonl"
+    proc = subprocess.Popen([*CLI, "compress", str(MODEL), "-o", str(out), "--calib", str(CALIB),
+                             "--flops", "0.5", "--episodes", "100000", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted: best so far" in stdout
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    assert json.loads((tmp_path / "i.onnx.policy.json").read_text())["groups"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--flops", "1.5"], "fraction in (0, 1)"),
+    (["--flops", "0.5", "--params", "0.5"], "exactly one budget"),
+    ([], "exactly one budget"),
+    (["--flops", "0.001"], "infeasible"),
+])
+def test_bad_budgets_exit_2_before_searching(tmp_path, args, needle):
+    out = tmp_path / "o.onnx"
+    r = _run("compress", str(MODEL), "-o", str(out), "--calib", str(CALIB), *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "o.onnx.log.jsonl").exists()
+
+
+def test_calibration_that_does_not_fit_is_refused_before_search(tmp_path):
+    import numpy as np
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, input=np.zeros((8, 3, 32, 32), np.float32))
+    r = _run("compress", str(MODEL), "-o", str(tmp_path / "o.onnx"), "--calib", str(bad),
+             "--flops", "0.5")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert os.listdir(tmp_path) == ["bad.npz"]
