@@ -1,7 +1,7 @@
 """``compress``: the AMC search end to end, from a model and calibration data to a smaller model.
 
 One pass, left to right: analyse the graph once, split the calibration data (a reconstruction
-half and a disjoint evaluation half), build the layer space and the budget, let the search
+half, and a search part and a test part of the other half), build the layer space and the budget, let the search
 (DDPG, or the uniform/random baselines) propose policies that the env scores through an
 evaluator, then re-apply the best policy (with reconstruction if asked) and measure it.
 """
@@ -55,8 +55,9 @@ class CompressionResult:
     params_after: int
     macs_before: int | None
     macs_after: int | None
-    metrics_before: Any
+    metrics_before: Any  # on the test part, which the search never saw
     metrics_after: Any
+    search_score: float  # the best candidate's score on the search part
     search: str
     seed: int
     episodes_run: int
@@ -140,10 +141,14 @@ def compress(
         raise InputError("the model has no prunable channel group (see onnx-amc inspect)")
     data = calib if isinstance(calib, CalibrationSet) else load_calib(
         a.model, calib, calib_size=calib_size, image_options=image_options, seed=seed)
-    if len(data) < 4:
-        raise InputError("calibration data needs at least 4 samples (fit and evaluation)")
-    fit, held_out = split_calibration(data, seed=seed)
-    evaluator = Evaluator(a.model, held_out, threads=threads)
+    if len(data) < 8:
+        raise InputError("calibration data needs at least 8 samples (fit, search and test)")
+    # Three disjoint parts: reconstruction fits on one, the search's reward scores another, and
+    # the result is reported on a third that the search never saw (no selection bias).
+    fit, rest = split_calibration(data, seed=seed)
+    search_part, test_part = split_calibration(rest, seed=seed)
+    evaluator = Evaluator(a.model, search_part, threads=threads)
+    tester = Evaluator(a.model, test_part, threads=threads)
     space = build_space(a, round_to=round_to)
     try:
         budget = make_budget(space, kind, keep)
@@ -233,8 +238,9 @@ def compress(
         kept_indices={g["id"]: g["kept_indices"] for g in groups if "kept_indices" in g},
         budget_kind=kind, budget_keep=keep, budget_use=float(best["budget_use"]),
         params_before=before.params, params_after=after.params, macs_before=before.macs,
-        macs_after=after.macs, metrics_before=evaluator.reference_metrics,
-        metrics_after=evaluator.evaluate(final), search=search, seed=seed,
+        macs_after=after.macs, metrics_before=tester.reference_metrics,
+        metrics_after=tester.evaluate(final), search_score=float(best["score"]),
+        search=search, seed=seed,
         episodes_run=len(records), interrupted=interrupted, records=records,
         reconstruction=report, groups=groups, seconds=time.perf_counter() - t_start,
     )
