@@ -33,8 +33,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
+	$(BIN)/pip install -q --no-deps torch-pruning==1.6.1
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_graph_ops.py
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_candidate_cost.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_latency_rounding.py
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_recovery.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
