@@ -110,10 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--candidates", type=int, default=8)
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--skip-repeatability", action="store_true")
+    ap.add_argument("--skip-candidates", action="store_true")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     env = environment()
-    sections = [candidate_cost(args.threads, args.candidates, args.images)[0]]
+    sections = [] if args.skip_candidates else [
+        candidate_cost(args.threads, args.candidates, args.images)[0]]
     if not args.skip_repeatability:
         sections.append(repeatability(REPEAT_MODELS))
     path = write_report("bench_candidate_cost", "Candidate evaluation cost and latency "

@@ -20,7 +20,7 @@ Sessions are created from serialized bytes: far cheaper than writing candidates 
 
 Stopping rule
 -------------
-After ``warmup`` untimed runs, runs are timed one at a time with ``perf_counter_ns``
+After ``warmup`` untimed runs (and at least ``WARMUP_TIME_S`` of them), runs are timed one at a time with ``perf_counter_ns``
 (wall time of ``session.run`` including input/output copies).  Once ``min_runs``
 timings exist, the distribution-free CI of the median is computed from order
 statistics (exact binomial for n <= 300, normal approximation above) and measuring
@@ -73,6 +73,7 @@ _ORT_TYPES: dict[str, np.dtype] = {
 }
 
 _EXACT_MAX_N = 300
+WARMUP_TIME_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -248,9 +249,13 @@ def _time_round_robin(
         raise ValueError(f"need min_runs >= 1 and warmup >= 0, got {min_runs}, {warmup}")
     runs = [s.run for s in sessions]
     start = time.perf_counter()
-    for _ in range(warmup):
+    done = 0
+    # At least `warmup` runs and WARMUP_TIME_S: ten runs of a 0.5 ms model leave thread pools,
+    # allocator and CPU clocks cold, and the first measurement then reads ~1.8x slow.
+    while done < warmup or time.perf_counter() - start < WARMUP_TIME_S:
         for run, feed in zip(runs, feeds, strict=True):
             run(None, feed)
+        done += 1
 
     timed_start = time.perf_counter()
     times_ns: list[list[int]] = [[] for _ in sessions]
