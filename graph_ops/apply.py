@@ -41,12 +41,13 @@ def _sliced_constants(analysis: Analysis, keep_raw: np.ndarray) -> dict[str, np.
         out_pos = kept_positions(gs.out_layout, keep_raw)
         per_out = gs.out_layout.size // gs.groups
         per_in = gs.in_layout.size // gs.groups
-        local = [kept_positions(gs.in_layout[b * per_in:(b + 1) * per_in], keep_raw)
-                 for b in range(gs.groups)]
-        if out_pos.size == gs.out_layout.size and all(lp.size == per_in for lp in local):
+        # Equal kept counts per block (the plan guarantees it), so local input positions form
+        # a [groups, k] table and each kept output row picks its block's row.
+        mask = keep_raw[gs.in_layout].reshape(gs.groups, per_in)
+        local = np.nonzero(mask)[1].reshape(gs.groups, -1)
+        if out_pos.size == gs.out_layout.size and local.shape[1] == per_in:
             continue
-        cols = np.stack([local[o // per_out] for o in out_pos.tolist()])
-        out[gs.tensor] = w[out_pos[:, None], cols]
+        out[gs.tensor] = w[out_pos[:, None], local[out_pos // per_out]]
     return out
 
 
