@@ -288,6 +288,7 @@ class _Job:
     pads: tuple[int, ...] = ()  # begins then ends; resolved once the input shape is known
     auto_pad: str = "NOTSET"
     trans_a: bool = False
+    unknowns: int = 1  # weights per output channel after pruning (+ bias): sets the row count
     picks: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     ys: list[np.ndarray] = field(default_factory=list)
     xs: list[np.ndarray] = field(default_factory=list)
@@ -309,6 +310,9 @@ def _conv_pads(job: _Job, in_sp: tuple[int, ...]) -> tuple[list[int], list[int]]
         return [0] * d, [0] * d
     pads = list(job.pads) or [0] * (2 * d)
     return pads[:d], pads[d:]
+
+
+ROWS_PER_UNKNOWN = 4
 
 
 def _pick(rng: np.random.Generator, n: int, per_item: int, k: int) -> tuple[np.ndarray,
@@ -580,6 +584,7 @@ def _prepare(analysis: Analysis, plan: PrunePlan, work: onnx.ModelProto
             continue
         out_pos = kept_positions(chan.layout, keep_raw)
         job = _Job(label, op, node.input[0], node.output[0], out_pos)
+        kept_in = kept_positions(in_layout, keep_raw).size
         if op == "Conv":
             w = analysis.view.const(orig.input[1])
             d = w.ndim - 2
@@ -590,14 +595,18 @@ def _prepare(analysis: Analysis, plan: PrunePlan, work: onnx.ModelProto
             job.pads = tuple(_attr(node, "pads", [0] * (2 * d)))
             ap = _attr(node, "auto_pad", b"NOTSET")
             job.auto_pad = ap.decode() if isinstance(ap, bytes) else str(ap)
+            job.unknowns = kept_in // max(job.groups, 1) * int(np.prod(job.kernel)) + 1
             if chan.axis != 1:
                 skip("Conv output channels off axis 1")
                 continue
         elif op == "Gemm":
             job.trans_a = bool(_attr(node, "transA", 0))
+            job.unknowns = kept_in + 1
         elif op != "MatMul":
             skip(f"{op} is not reconstructed")
             continue
+        else:
+            job.unknowns = kept_in + 1
         jobs.append(job)
     return jobs, skipped
 
@@ -661,7 +670,11 @@ def reconstruct(
         for i, job in enumerate(jobs):
             y = outs[job.y]
             out_shapes[i] = tuple(y.shape[2:])
-            _target_rows(job, y, real, rng, per_image)
+            # AMC's 10 positions per image, raised where a layer has more unknowns than that
+            # gives rows (3x3 convs with many inputs): under-determined fits generalise badly.
+            need = -(-ROWS_PER_UNKNOWN * job.unknowns // max(n, 1))
+            per_job = max(per_image, min(need, max_samples // max(n, 1)))
+            _target_rows(job, y, real, rng, per_job)
     report.passes += 1
 
     waves = [list(range(len(jobs)))] if mode == "one-shot" else \
