@@ -304,11 +304,15 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
               help="Round kept channel counts up to a multiple of N.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a "
               "terminal).")
+@click.option("--resume", type=click.Path(), help="Continue an interrupted search: its "
+              "OUT.log.jsonl (or the folder holding it). Finished episodes replay from the log "
+              "without re-evaluation; settings must match.")
 @_shape_opt
 @calib_options
 def compress(model: str, out: str, calib: str, flops: float | None, params: float | None,
              episodes: int | None, warmup: int | None, search: str, reconstruct: bool,
              seed: int, threads: int, round_to: int, progress: bool | None,
+             resume: str | None,
              input_shape: tuple[str, ...], calib_size, image_size, resize_shorter, scale, mean,
              std, bgr, layout) -> None:
     """Search per-layer keep ratios with AMC under a budget and write the best model."""
@@ -318,13 +322,38 @@ def compress(model: str, out: str, calib: str, flops: float | None, params: floa
     if round_to < 1:
         raise InputError(f"--round-to must be a positive integer, got {round_to}")
     show = sys.stderr.isatty() if progress is None else progress
-    res = run(model, calib=calib, flops=flops, params=params, episodes=episodes,
+    log_path = out_path.with_name(out_path.name + ".log.jsonl")
+    if resume is not None and Path(resume).resolve() == log_path.resolve():
+        # The new log replaces the old one: read it first, then write the new one beside.
+        old = log_path.with_name(log_path.name + ".resumed")
+        os.replace(log_path, old)
+        resume = str(old)
+    try:
+        res = _run_compress(run, model, resume, calib, flops, params, episodes, warmup, search,
+                            reconstruct, seed, threads, calib_size, image_size, resize_shorter,
+                            scale, mean, std, bgr, layout, input_shape, round_to, show, log_path)
+    except BaseException:
+        if resume is not None and resume.endswith(".resumed") and not log_path.exists():
+            os.replace(resume, log_path)  # leave the interrupted search's log where it was
+        raise
+    if resume is not None and resume.endswith(".resumed"):
+        os.remove(resume)
+    _report_compress(res, out_path)
+
+
+def _run_compress(run, model, resume, calib, flops, params, episodes, warmup, search,
+                  reconstruct, seed, threads, calib_size, image_size, resize_shorter, scale,
+                  mean, std, bgr, layout, input_shape, round_to, show, log_path):
+    return run(model, resume=resume, calib=calib, flops=flops, params=params, episodes=episodes,
               warmup=warmup, search=search, reconstruct=reconstruct, seed=seed,
               threads=threads, calib_size=calib_size,
               image_options=_image_options(image_size, resize_shorter, scale, mean, std, bgr,
                                            layout),
               input_shapes=_parse_shapes(input_shape), round_to=round_to, progress=show,
-              log_path=out_path.with_name(out_path.name + ".log.jsonl"))
+              log_path=log_path)
+
+
+def _report_compress(res, out_path: Path) -> None:
     res.save(out_path)
     b, af = res.metrics_before, res.metrics_after
     click.echo(f"search: {res.search}, {res.episodes_run} episodes, seed {res.seed}, "

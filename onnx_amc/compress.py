@@ -120,6 +120,7 @@ def compress(
     progress: bool = False,
     log_path: str | os.PathLike[str] | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> CompressionResult:
     """Search per-group keep ratios under a MACs (``flops``) or ``params`` budget (the fraction
     to keep) and return the best candidate. Ctrl-C (KeyboardInterrupt) stops the search and
@@ -172,12 +173,20 @@ def compress(
         env = PruningEnv(space, budget, evaluate_policy)
     except ValueError as exc:  # infeasible budget: below what lbound allows
         raise InputError(str(exc)) from None
+    settings = {"budget_kind": kind, "budget_keep": keep, "search": search, "seed": seed,
+                "reconstruct": reconstruct, "round_to": round_to,
+                "groups": [g.id for g in a.prunable_groups]}
+    if resume is not None:
+        env.cache.update(_load_resume(resume, settings))
 
     n_ep, n_warm = default_episodes(space.num_groups)
     episodes = episodes or n_ep
     warmup = min(warmup if warmup is not None else n_warm, max(episodes - 1, 0))
     records: list[dict[str, Any]] = []
     log_fh = open(log_path, "w") if log_path else None  # noqa: SIM115 (closed below)
+
+    if log_fh is not None:  # the first line says what the evaluations belong to (for --resume)
+        log_fh.write(json.dumps({"settings": settings}) + "\n")
 
     def record(rec: dict[str, Any]) -> None:
         records.append(rec)
@@ -244,6 +253,40 @@ def compress(
         episodes_run=len(records), interrupted=interrupted, records=records,
         reconstruction=report, groups=groups, seconds=time.perf_counter() - t_start,
     )
+
+
+def _load_resume(path: str | os.PathLike[str], settings: dict[str, Any]
+                 ) -> dict[tuple[int, ...], dict[str, Any]]:
+    """Evaluations of an interrupted search, from its JSON-lines log (a file, or a folder with
+    exactly one ``*.log.jsonl``). The search is deterministic for a seed, so re-running it with
+    these evaluations cached replays the finished episodes in moments and continues from there.
+    Only JSON is read; the settings must match the new run's."""
+    p = Path(path)
+    if p.is_dir():
+        logs = sorted(p.glob("*.log.jsonl"))
+        if len(logs) != 1:
+            raise InputError(f"--resume {p}: expected exactly one *.log.jsonl, found {len(logs)}")
+        p = logs[0]
+    try:
+        lines = p.read_text().splitlines()
+        first = json.loads(lines[0]) if lines else {}
+        rows = [json.loads(line) for line in lines[1:] if line.strip()]
+    except FileNotFoundError:
+        raise InputError(f"--resume {p}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError(f"--resume {p}: not an onnx-amc search log") from None
+    if not isinstance(first, dict) or first.get("settings") != settings:
+        raise InputError(f"--resume {p}: the log belongs to a search with other settings "
+                         "(model groups, budget, search, seed, reconstruct or round-to)")
+    keys = ("policy", "keep_counts", "score", "reward", "macs", "params", "budget_kind",
+            "budget_use", "latency_ms", "extra")
+    cache: dict[tuple[int, ...], dict[str, Any]] = {}
+    for row in rows:
+        if not isinstance(row, dict) or not all(k in row for k in keys[:4]):
+            raise InputError(f"--resume {p}: malformed episode record")
+        cache[tuple(int(c) for c in row["keep_counts"])] = {k: row.get(k) for k in keys}
+    logger.info("resume: %d cached evaluations from %s", len(cache), p)
+    return cache
 
 
 def _jsonable(obj: Any) -> Any:

@@ -98,3 +98,38 @@ def test_calibration_that_does_not_fit_is_refused_before_search(tmp_path):
              "--flops", "0.5")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert os.listdir(tmp_path) == ["bad.npz"]
+
+
+def test_resume_replays_finished_episodes_and_reaches_the_same_policy(tmp_path):
+    common = ["--calib", str(CALIB), "--flops", "0.5", "--episodes", "16", "--warmup", "5",
+              "--seed", "1", "--no-progress"]
+    full = tmp_path / "full.onnx"
+    assert _run("compress", str(MODEL), "-o", str(full), *common).returncode == 0
+    out = tmp_path / "part.onnx"
+    log = tmp_path / "part.onnx.log.jsonl"
+    proc = subprocess.Popen([*CLI, "compress", str(MODEL), "-o", str(out), *common],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 7:  # settings + 6 episodes
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.05)
+    proc.communicate(timeout=120)
+    done_before = len(log.read_text().splitlines()) - 1
+    r = _run("compress", str(MODEL), "-o", str(out), *common, "--resume", str(log))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in log.read_text().splitlines()[1:]]
+    assert len(rows) == 16
+    assert sum(row["cached"] for row in rows[:done_before]) == done_before
+    policy = json.loads((tmp_path / "part.onnx.policy.json").read_text())["groups"]
+    assert policy == json.loads((tmp_path / "full.onnx.policy.json").read_text())["groups"]
+
+
+def test_resume_refuses_a_log_of_another_search(tmp_path):
+    out = tmp_path / "a.onnx"
+    args = ["--calib", str(CALIB), "--episodes", "3", "--warmup", "1", "--no-progress"]
+    assert _run("compress", str(MODEL), "-o", str(out), "--flops", "0.5", *args).returncode == 0
+    r = _run("compress", str(MODEL), "-o", str(tmp_path / "b.onnx"), "--flops", "0.6", *args,
+             "--resume", str(tmp_path / "a.onnx.log.jsonl"))
+    assert r.returncode == 2 and "other settings" in r.stderr
