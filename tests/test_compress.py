@@ -32,7 +32,9 @@ def test_compress_writes_model_policy_and_log_and_policy_reapplies(tmp_path):
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
     policy = json.loads((tmp_path / "c.onnx.policy.json").read_text())
     assert policy["budget"]["use"] <= 0.5 + 1e-9
-    log = [json.loads(line) for line in (tmp_path / "c.onnx.log.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "c.onnx.log.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["settings"]["budget_keep"] == 0.5
+    log = [json.loads(line) for line in lines[1:]]
     assert len(log) == 12 and all("reward" in e and "policy" in e for e in log)
     assert all(e["budget_use"] <= 0.5 + 1e-9 for e in log)
     # The policy file is a valid prune --policy: same kept channels, same weights.
