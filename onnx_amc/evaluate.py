@@ -9,7 +9,8 @@ calibration set has labels) and fidelity to the cached reference outputs (always
 Batching: inputs whose leading dimension is dynamic are run ``batch_size`` samples at
 a time.  Models exported with a fixed leading dimension ``B`` are run in chunks of
 ``B`` (``B == 1``: sample by sample), the last chunk padded by repeating its final
-sample and the padded outputs dropped.  Every output must carry the sample axis first.
+sample and the padded outputs dropped.  Outputs carry the sample axis first, or on exactly one
+other axis of the batch's size (sequence-first heads), which is then moved to the front.
 
 The RL environment depends only on the :class:`CandidateEvaluator` protocol, so tests
 can hand it a fake.
@@ -187,6 +188,12 @@ class Evaluator:
             ran = fixed if fixed is not None else real
             for name, res in zip(out_names, results, strict=True):
                 res = np.asarray(res)
+                if res.ndim > 1 and res.shape[0] != ran:
+                    # Sequence-first outputs (a CRNN's [T, N, C]): move the one axis that
+                    # holds the batch to the front.
+                    axes = [ax for ax, d in enumerate(res.shape) if d == ran]
+                    if len(axes) == 1:
+                        res = np.moveaxis(res, axes[0], 0)
                 if res.ndim == 0 or res.shape[0] != ran:
                     raise ValueError(
                         f"model output '{name}' has shape {list(res.shape)} for a batch of "

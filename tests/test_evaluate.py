@@ -116,3 +116,18 @@ def test_pipeline_from_npz(tmp_path: Path) -> None:
     ev = Evaluator(model, ev_set)
     m = ev.evaluate(model)
     assert m.num_samples == len(ev_set) and m.fidelity["top1_agreement"] == 1.0
+
+
+def test_sequence_first_outputs_are_scored_on_their_batch_axis():
+    """A CRNN's [T, N, C] head (captcha_crnn ships one): the batch axis moves to the front."""
+    from onnx import helper as h
+
+    graph = h.make_graph(
+        [h.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2])], "seq",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 5])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3, "N", 5])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    x = np.random.default_rng(0).standard_normal((8, 3, 5)).astype(np.float32)
+    ev = Evaluator(model, CalibrationSet({"x": x}, None, "t"), batch_size=4)
+    assert ev.reference_outputs["y"].shape == (8, 3, 5)
+    assert ev.evaluate(model).fidelity["mean_cosine"] == pytest.approx(1.0)
