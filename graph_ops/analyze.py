@@ -214,11 +214,13 @@ def _finalize(m: onnx.ModelProto, view: GraphView, ctx: Context,
             frozen_reason.setdefault(r, (reason, node_index))
 
     order: dict[int, list[int]] = {}
+    first_birth: dict[int, str] = {}
     producers: dict[int, list[str]] = {}
     seen = np.zeros(n_classes, dtype=bool)
     for birth in ctx.births:
         cls = raw_to_class[birth.layout]
         r = int(groot[cls[0]])
+        first_birth.setdefault(r, birth.tensor)
         lst = order.setdefault(r, [])
         fresh = cls[~seen[cls]]
         fresh = fresh[np.sort(np.unique(fresh, return_index=True)[1])]
@@ -271,12 +273,11 @@ def _finalize(m: onnx.ModelProto, view: GraphView, ctx: Context,
     for gi, r in enumerate(roots_sorted):
         cls = np.asarray(order[r], dtype=np.int64)
         class_group[cls] = gi
-        first_birth = next(b for b in ctx.births if int(groot[raw_to_class[b.layout[0]]]) == r)
         reason = frozen_reason.get(r)
         n_blocks, block_of = blocks.get(r, (1, None))
         groups.append(ChannelGroup(
             index=gi,
-            id=first_birth.tensor,
+            id=first_birth[r],
             classes=cls,
             producers=tuple(producers.get(r, ())),
             consumers=tuple(consumers.get(r, ())),

@@ -7,6 +7,7 @@ biases and normalisation parameters and statistics).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,7 +84,7 @@ def total_params(analysis: Analysis, keep: np.ndarray | None = None) -> int:
         shape = list(view.const(name).shape)
         for axis, n in ratio.get(name, ()):
             shape[axis] = n
-        total += int(np.prod(shape, dtype=np.int64))
+        total += math.prod(shape)
     return total
 
 

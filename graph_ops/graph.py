@@ -7,6 +7,7 @@ constants (a per-channel vector reshaped to [1, C, 1, 1]), which are folded on d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -97,7 +98,7 @@ def _fold(node: onnx.NodeProto, args: list[np.ndarray | None], opset: int) -> np
             return np.squeeze(x) if axes is None else np.squeeze(x, tuple(int(a) for a in axes))
         if op == "Flatten":
             axis = _attr(node, "axis", 1) % max(x.ndim, 1) if x.ndim else 0
-            return x.reshape(int(np.prod(x.shape[:axis])), -1)
+            return x.reshape(math.prod(x.shape[:axis]), -1)
         if op == "Transpose":
             perm = _attr(node, "perm")
             return np.transpose(x, perm)
@@ -250,7 +251,7 @@ def _light_copy(model: onnx.ModelProto, nodes: list[onnx.NodeProto] | None = Non
     declared = {i.name for i in src.input}
     g.input.extend(src.input)
     for t in src.initializer:
-        size = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+        size = math.prod(t.dims) if t.dims else 1
         if size > 4096 and t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
                                            onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16):
             if t.name not in declared:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 
@@ -17,7 +19,7 @@ def _spatial(ctx: Context, name: str, start: int = 2) -> int | None:
     dims = shape[start:]
     if not all(isinstance(d, int) for d in dims):
         return None
-    return int(np.prod(dims, dtype=np.int64)) if dims else 1
+    return math.prod(dims) if dims else 1
 
 
 def _batch(ctx: Context, name: str) -> int:
@@ -57,7 +59,7 @@ def conv(ctx: Context, node: onnx.NodeProto) -> None:
     c_out, c_in_g = int(w.shape[0]), int(w.shape[1])
     c_in = g * c_in_g
     rank = w.ndim
-    kernel = int(np.prod(w.shape[2:], dtype=np.int64))
+    kernel = math.prod(w.shape[2:])
     coef = _mul(_batch(ctx, out), _spatial(ctx, out), kernel)
 
     if g > 1 and c_in_g == 1 and g == c_in:  # depthwise, channel multiplier m
@@ -118,7 +120,7 @@ def conv_transpose(ctx: Context, node: onnx.NodeProto) -> None:
     g = int(ctx.g.attr(node, "group", 1))
     c_in, c_out = int(w.shape[0]), int(w.shape[1]) * g
     rank = w.ndim
-    kernel = int(np.prod(w.shape[2:], dtype=np.int64))
+    kernel = math.prod(w.shape[2:])
     coef = _mul(_batch(ctx, node.input[0]), _spatial(ctx, node.input[0]), kernel)
     if x is not None and x.axis != 1:
         ctx.freeze(x.layout, "ConvTranspose input with channels off axis 1")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import onnx
 
 from . import DEFAULT_RULES, Context, MacTerm
@@ -61,7 +62,7 @@ def matmul(ctx: Context, node: onnx.NodeProto) -> None:
     k, n = int(b.shape[0]), int(b.shape[1])
     shape = ctx.g.shape(node.input[0])
     rows = shape[:-1] if shape else None
-    coef = int(np.prod([d if isinstance(d, int) else 1 for d in rows])) if rows is not None \
+    coef = math.prod(d if isinstance(d, int) else 1 for d in rows) if rows is not None \
         else None
     layout = ctx.birth(node.output[0], n, max(a_rank, 2) - 1, max(a_rank, 2),
                        (node.input[1], 1))

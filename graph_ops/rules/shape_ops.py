@@ -3,6 +3,8 @@ channel shuffles), Expand, and Shape, whose output may encode the channel count.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 
@@ -79,18 +81,17 @@ def _match_reshape(in_shape, out_shape, chan_axis: int):
         in_suf = in_shape[p:]
         if not all(isinstance(d, int) for d in in_suf):
             continue
-        total = int(np.prod(in_suf, dtype=np.int64))
+        total = math.prod(in_suf)
         out_suf = list(out_shape[p:])
         unknown = [i for i, d in enumerate(out_suf) if not isinstance(d, int) or d < 0]
         if len(unknown) > 1:
             continue
-        known = int(np.prod([d for d in out_suf if isinstance(d, int) and d >= 0],
-                            dtype=np.int64))
+        known = math.prod(d for d in out_suf if isinstance(d, int) and d >= 0)
         if unknown:
             if known == 0 or total % known:
                 continue
             out_suf[unknown[0]] = total // known
-        if int(np.prod(out_suf, dtype=np.int64)) != total:
+        if math.prod(out_suf) != total:
             continue
         prefix_unknown = [i for i in range(p) if not _same_dim(in_shape[i], out_shape[i])]
         if prefix_unknown and (unknown or len(prefix_unknown) > 1
@@ -248,7 +249,7 @@ def flatten(ctx: Context, node: onnx.NodeProto) -> None:
     # Everything before `axis` collapses into one leading dim that channels never enter.
     lead = "__lead__"
     res = _reshape_chan(ctx, Chan(x.axis - axis + 1, len(trailing) + 1, x.layout),
-                        (lead, *trailing), (lead, int(np.prod(trailing, dtype=np.int64))))
+                        (lead, *trailing), (lead, math.prod(trailing)))
     if res is None:
         ctx.freeze(x.layout, "Flatten mixes channels with other axes")
         return
