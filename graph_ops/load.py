@@ -15,7 +15,7 @@ from onnx import external_data_helper
 
 from .errors import ModelLoadError
 
-__all__ = ["load_model", "save_model", "sorted_nodes"]
+__all__ = ["load_model", "save_model", "sorted_nodes", "write_atomic"]
 
 
 def _check_external_locations(model: onnx.ModelProto, base_dir: Path) -> None:
@@ -132,12 +132,12 @@ def sorted_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     return [nodes[i] for i in order]
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
-    """Write atomically: a temp file in the same folder, then os.replace."""
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write atomically: a temp file in the same folder, fsync, then os.replace; the temp file
+    is removed on any failure, so a reader never sees a half-written file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        data = model.SerializeToString()
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -146,3 +146,8 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Serialise and write atomically (see :func:`write_atomic`)."""
+    write_atomic(path, model.SerializeToString())

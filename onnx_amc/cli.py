@@ -319,41 +319,28 @@ def compress(model: str, out: str, calib: str, flops: float | None, params: floa
     from .compress import compress as run
 
     out_path = _check_output(model, out)
-    if round_to < 1:
-        raise InputError(f"--round-to must be a positive integer, got {round_to}")
     show = sys.stderr.isatty() if progress is None else progress
     log_path = out_path.with_name(out_path.name + ".log.jsonl")
+    moved: Path | None = None
     if resume is not None and Path(resume).resolve() == log_path.resolve():
-        # The new log replaces the old one: read it first, then write the new one beside.
-        old = log_path.with_name(log_path.name + ".resumed")
-        os.replace(log_path, old)
-        resume = str(old)
+        # The new log replaces the old one: read it from beside, restore it on failure.
+        moved = log_path.with_name(log_path.name + ".resumed")
+        os.replace(log_path, moved)
+        resume = str(moved)
     try:
-        res = _run_compress(run, model, resume, calib, flops, params, episodes, warmup, search,
-                            reconstruct, seed, threads, calib_size, image_size, resize_shorter,
-                            scale, mean, std, bgr, layout, input_shape, round_to, show, log_path)
+        res = run(model, resume=resume, calib=calib, flops=flops, params=params,
+                  episodes=episodes, warmup=warmup, search=search, reconstruct=reconstruct,
+                  seed=seed, threads=threads, calib_size=calib_size,
+                  image_options=_image_options(image_size, resize_shorter, scale, mean, std,
+                                               bgr, layout),
+                  input_shapes=_parse_shapes(input_shape), round_to=round_to, progress=show,
+                  log_path=log_path)
     except BaseException:
-        if resume is not None and resume.endswith(".resumed") and not log_path.exists():
-            os.replace(resume, log_path)  # leave the interrupted search's log where it was
+        if moved is not None and not log_path.exists():
+            os.replace(moved, log_path)
         raise
-    if resume is not None and resume.endswith(".resumed"):
-        os.remove(resume)
-    _report_compress(res, out_path)
-
-
-def _run_compress(run, model, resume, calib, flops, params, episodes, warmup, search,
-                  reconstruct, seed, threads, calib_size, image_size, resize_shorter, scale,
-                  mean, std, bgr, layout, input_shape, round_to, show, log_path):
-    return run(model, resume=resume, calib=calib, flops=flops, params=params, episodes=episodes,
-              warmup=warmup, search=search, reconstruct=reconstruct, seed=seed,
-              threads=threads, calib_size=calib_size,
-              image_options=_image_options(image_size, resize_shorter, scale, mean, std, bgr,
-                                           layout),
-              input_shapes=_parse_shapes(input_shape), round_to=round_to, progress=show,
-              log_path=log_path)
-
-
-def _report_compress(res, out_path: Path) -> None:
+    if moved is not None:
+        os.remove(moved)
     res.save(out_path)
     b, af = res.metrics_before, res.metrics_after
     click.echo(f"search: {res.search}, {res.episodes_run} episodes, seed {res.seed}, "

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from graph_ops import DEFAULT_ROUND_TO, analyze, apply, count, save_model
+from graph_ops.load import write_atomic
 
 from .errors import InputError
 
@@ -80,15 +81,9 @@ class CompressionResult:
     def save(self, out: str | os.PathLike[str]) -> Path:
         out = Path(out)
         save_model(self.model, out)
-        _atomic_text(out.with_name(out.name + ".policy.json"),
-                     json.dumps(self.policy_document(), indent=2))
+        write_atomic(out.with_name(out.name + ".policy.json"),
+                     json.dumps(self.policy_document(), indent=2).encode())
         return out
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _check_budget(flops: float | None, params: float | None) -> tuple[str, float]:
@@ -137,6 +132,8 @@ def compress(
         raise InputError(f"--search must be one of {', '.join(SEARCHES)}, got {search}")
     if episodes is not None and episodes < 1:
         raise InputError(f"--episodes must be >= 1, got {episodes}")
+    if round_to < 1:
+        raise InputError(f"--round-to must be a positive integer, got {round_to}")
     a = analyze(model, input_shapes=input_shapes)
     if not a.prunable_groups:
         raise InputError("the model has no prunable channel group (see onnx-amc inspect)")
