@@ -123,8 +123,9 @@ def compress(
     from .api import load_calib
     from .data import CalibrationSet, split_calibration
     from .evaluate import Evaluator
+    from .scoring import CandidateScorer, ScoringSpec
     from .search import build_space, make_budget
-    from .search.env import EvalResult, PruningEnv
+    from .search.env import PruningEnv
 
     t_start = time.perf_counter()
     kind, keep = _check_budget(flops, params)
@@ -145,7 +146,6 @@ def compress(
     # the result is reported on a third that the search never saw (no selection bias).
     fit, rest = split_calibration(data, seed=seed)
     search_part, test_part = split_calibration(rest, seed=seed)
-    evaluator = Evaluator(a.model, search_part, threads=threads)
     tester = Evaluator(a.model, test_part, threads=threads)
     space = build_space(a, round_to=round_to)
     try:
@@ -154,17 +154,10 @@ def compress(
         raise InputError(str(exc)) from None
     if budget.original is None or budget.original <= 0:
         raise InputError("MACs are unknown for this model: pass --input-shape for dynamic dims")
-
-    def evaluate_policy(policy: Mapping[str, float]) -> EvalResult:
-        plan = space.plan(space.ratios_of(policy))
-        candidate = apply(a, plan)
-        if reconstruct:
-            from .reconstruct import reconstruct as fit_weights
-
-            candidate, _ = fit_weights(a.model, candidate, a, plan, fit.inputs,
-                                       threads=threads, seed=seed)
-        m = evaluator.evaluate(candidate)
-        return EvalResult(float(m.score), None, {"top1": m.top1})
+    spec = ScoringSpec(model=a.model.SerializeToString(), search_data=search_part,
+                       fit_inputs=fit.inputs, input_shapes=input_shapes, round_to=round_to,
+                       reconstruct=reconstruct, threads=threads, seed=seed)
+    evaluate_policy = CandidateScorer(spec, analysis=a, space=space)
 
     try:
         env = PruningEnv(space, budget, evaluate_policy)

@@ -1,0 +1,103 @@
+"""Scoring one candidate policy: prune, optionally reconstruct, evaluate, optionally time.
+
+Everything a candidate's score depends on is in :class:`ScoringSpec`, a plain picklable value
+(model bytes, calibration arrays, settings).  That is what lets the same scorer run in this
+process or be rebuilt once per worker process (``--workers``): a worker receives the spec once
+and then only policies, and builds the identical analysis and layer space from the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+
+from graph_ops import analyze, apply
+
+if TYPE_CHECKING:
+    from graph_ops import Analysis
+
+    from .data import CalibrationSet
+    from .search.env import EvalResult
+    from .search.space import LayerSpace
+
+__all__ = ["ScoringSpec", "CandidateScorer"]
+
+
+@dataclass(frozen=True)
+class ScoringSpec:
+    """What a candidate's score depends on.  ``fit_inputs`` is the reconstruction subset;
+    ``search_data`` the part whose metric is the search's reward; ``latency`` says whether each
+    candidate's latency is measured here (host live measurement)."""
+
+    model: bytes
+    search_data: CalibrationSet
+    fit_inputs: Mapping[str, np.ndarray] | None = None
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None
+    round_to: int = 8
+    reconstruct: bool = False
+    threads: int = 1
+    seed: int = 0
+    latency: bool = False
+    providers: tuple[str, ...] | None = None
+
+
+class CandidateScorer:
+    """``scorer(policy) -> EvalResult`` for rounded policies ``{group id: keep ratio}``.
+
+    Build with an existing ``analysis``/``space`` in the driver (no second analysis), or from
+    the spec alone in a worker.
+    """
+
+    def __init__(self, spec: ScoringSpec, *, analysis: Analysis | None = None,
+                 space: LayerSpace | None = None) -> None:
+        from .evaluate import Evaluator
+        from .search.space import build_space
+
+        self.spec = spec
+        self.analysis = analysis if analysis is not None else analyze(
+            spec.model, input_shapes=spec.input_shapes)
+        self.space = space if space is not None else build_space(self.analysis,
+                                                                 round_to=spec.round_to)
+        self.evaluator = Evaluator(self.analysis.model, spec.search_data, threads=spec.threads)
+        self._timer: Callable[[onnx.ModelProto], float] | None = None
+        if spec.latency:
+            self._timer = self._make_timer()
+
+    def _make_timer(self) -> Callable[[onnx.ModelProto], float]:
+        from .latency import measure
+
+        def timer(model: onnx.ModelProto) -> float:
+            kwargs: dict[str, Any] = {"threads": self.spec.threads}
+            if self.spec.providers:
+                kwargs["providers"] = list(self.spec.providers)
+            return float(measure(model.SerializeToString(), **kwargs).median_ms)
+
+        return timer
+
+    def candidate(self, policy: Mapping[str, float]) -> onnx.ModelProto:
+        """The pruned (and, if asked, reconstructed) model of ``policy``."""
+        plan = self.space.plan(self.space.ratios_of(policy))
+        model = apply(self.analysis, plan)
+        if self.spec.reconstruct:
+            from .reconstruct import reconstruct as fit_weights
+
+            model, _ = fit_weights(self.analysis.model, model, self.analysis, plan,
+                                   self.spec.fit_inputs, threads=self.spec.threads,
+                                   seed=self.spec.seed)
+        return model
+
+    def __call__(self, policy: Mapping[str, float]) -> EvalResult:
+        from .search.env import EvalResult
+
+        model = self.candidate(policy)
+        m = self.evaluator.evaluate(model)
+        extra: dict[str, Any] = {"top1": m.top1}
+        agreement = m.fidelity.get("top1_agreement") if m.fidelity else None
+        if agreement is not None:
+            extra["top1_agreement"] = float(agreement)
+        latency = self._timer(model) if self._timer is not None else None
+        return EvalResult(float(m.score), latency, extra)
