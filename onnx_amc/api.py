@@ -141,6 +141,7 @@ class PruneResult:
     metrics_after: Any | None = None
     reconstruction: Any | None = None
     bn_reestimated: bool = False
+    analysis: Any | None = field(default=None, repr=False)  # of the input, for reports
 
 
 def prune(
@@ -187,7 +188,7 @@ def prune(
     pruned = apply(a, plan)
     if calib is None:
         return PruneResult(pruned, plan, before.params, after.params, before.macs,
-                           after.macs, pol)
+                           after.macs, pol, analysis=a)
     from .data import CalibrationSet, split_calibration
     from .evaluate import Evaluator
 
@@ -212,7 +213,8 @@ def prune(
         pruned = reestimate_bn(pruned, fit.inputs, threads=threads)
     ev = Evaluator(a.model, held_out, threads=threads)
     return PruneResult(pruned, plan, before.params, after.params, before.macs, after.macs, pol,
-                       ev.reference_metrics, ev.evaluate(pruned), report, bool(do_bn))
+                       ev.reference_metrics, ev.evaluate(pruned), report, bool(do_bn),
+                       analysis=a)
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,7 @@ class EvaluateResult:
     metrics: Any
     latency: Any
     reference_latency: Any | None = None
+    reference_metrics: Any | None = None  # the reference's own metrics on the same data
 
 
 def load_calib(model: ModelLike, calib: str | os.PathLike[str], *, calib_size: int | None = None,
@@ -253,13 +256,15 @@ def evaluate(model: ModelLike, *, calib: str | os.PathLike[str] | Any,
     data = calib if isinstance(calib, CalibrationSet) else load_calib(
         ref if ref is not None else m, calib, calib_size=calib_size,
         image_options=image_options)
+    ref_metrics = None
     if ref is not None:
-        metrics = Evaluator(ref, data, threads=threads).evaluate(m)
+        ev = Evaluator(ref, data, threads=threads)
+        metrics, ref_metrics = ev.evaluate(m), ev.reference_metrics
     else:
         metrics = Evaluator(m, data, threads=threads).reference_metrics
     if not measure_latency:
-        return EvaluateResult(metrics, None)
+        return EvaluateResult(metrics, None, None, ref_metrics)
     one = {k: v[:1] for k, v in data.inputs.items()}
     models = [m] if ref is None else [m, ref]
     lat = measure_interleaved(models, one, threads=threads)
-    return EvaluateResult(metrics, lat[0], lat[1] if ref is not None else None)
+    return EvaluateResult(metrics, lat[0], lat[1] if ref is not None else None, ref_metrics)

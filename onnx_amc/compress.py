@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from graph_ops import DEFAULT_ROUND_TO, analyze, apply, count, save_model
+from graph_ops import DEFAULT_ROUND_TO, analyze, apply, count, group_macs, save_model
 from graph_ops.load import write_atomic
 
 from .errors import InputError
@@ -67,6 +67,11 @@ class CompressionResult:
     reconstruction: Any | None = None
     groups: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    latency_before: Any | None = None  # LatencyStats of the original, measured with the result
+    latency_after: Any | None = None
+    warmup: int = 0
+    round_to: int = DEFAULT_ROUND_TO
+    reconstruct: bool = False
 
     def policy_document(self) -> dict[str, Any]:
         """JSON re-appliable with ``onnx-amc prune --policy`` (kept indices win over ratios)."""
@@ -116,6 +121,7 @@ def compress(
     log_path: str | os.PathLike[str] | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     resume: str | os.PathLike[str] | None = None,
+    measure_latency: bool = True,
 ) -> CompressionResult:
     """Search per-group keep ratios under a MACs (``flops``) or ``params`` budget (the fraction
     to keep) and return the best candidate. Ctrl-C (KeyboardInterrupt) stops the search and
@@ -223,9 +229,17 @@ def compress(
         final, report = fit_weights(a.model, final, a, plan, fit.inputs, threads=threads,
                                     seed=seed)
     before, after = count(a), count(a, plan.keep)
+    lat_before = lat_after = None
+    if measure_latency:
+        from .latency import measure_interleaved
+
+        one = {k: v[:1] for k, v in test_part.inputs.items()}
+        lat_before, lat_after = measure_interleaved([a.model, final], one, threads=threads)
     groups = []
+    gmacs = group_macs(a)
     for g in a.groups:
-        entry: dict[str, Any] = {"index": g.index, "id": g.id, "channels": g.size}
+        entry: dict[str, Any] = {"index": g.index, "id": g.id, "channels": g.size,
+                                 "kernel": layer_kind(a, g), "macs": gmacs.get(g.index)}
         if g.prunable:
             kept = plan.kept.get(g.id, np.arange(g.size))
             entry.update(keep=len(kept) / g.size, kept_indices=[int(i) for i in kept])
@@ -242,7 +256,34 @@ def compress(
         search=search, seed=seed,
         episodes_run=len(records), interrupted=interrupted, records=records,
         reconstruction=report, groups=groups, seconds=time.perf_counter() - t_start,
+        latency_before=lat_before, latency_after=lat_after, warmup=warmup, round_to=round_to,
+        reconstruct=reconstruct,
     )
+
+
+def layer_kind(analysis: Any, group: Any) -> str | None:
+    """What produces a group's channels, as the AMC paper's figures label layers: ``3x3``,
+    ``1x1``, ``dw3x3`` (depthwise), ``g3x3`` (grouped), ``fc``; else the producer's op type."""
+    from graph_ops.analyze import _node_label
+
+    by_name = {_node_label(n, i): n for i, n in enumerate(analysis.view.nodes)}
+    for name in group.producers:
+        node = by_name.get(name)
+        if node is None:
+            continue
+        if node.op_type in ("Gemm", "MatMul"):
+            return "fc"
+        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1:
+            w = analysis.view.const(node.input[1])
+            if w is None or w.ndim < 3:
+                return node.op_type
+            k = "x".join(str(d) for d in w.shape[2:])
+            grp = next((a.i for a in node.attribute if a.name == "group"), 1)
+            if grp > 1:
+                return ("dw" if w.shape[1] == 1 else "g") + k
+            return k
+        return node.op_type
+    return None
 
 
 def _load_resume(path: str | os.PathLike[str], settings: dict[str, Any]
