@@ -14,9 +14,17 @@ Session options (:func:`make_session`)
 * ``graph_optimization_level = ORT_ENABLE_ALL`` -- we time what a deployment would
   run (fused Conv+BN+ReLU etc.), not the raw graph;
 * ``log_severity_level = 3`` -- errors only, so pruning sweeps do not flood stderr;
-* everything else (memory arena, thread spinning) at ORT defaults.
+* everything else (memory arena, thread spinning) at ORT defaults;
+* execution providers (``--ep``): CPU unless asked; names are validated against
+  ``onnxruntime.get_available_providers()`` (:func:`resolve_providers`).  With XNNPACK
+  first, XNNPACK's own pool gets ``threads`` and ORT's pool one thread without spinning,
+  as ONNX Runtime's XNNPACK page recommends.
 
 Sessions are created from serialized bytes: far cheaper than writing candidates to disk.
+
+The statistics, session options and random inputs live in
+:mod:`onnx_amc.targets.remote_bench`, a self-contained script that also runs on remote
+devices (``--target ssh://...``), so remote and local numbers come from the same code.
 
 Stopping rule
 -------------
@@ -34,8 +42,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -45,35 +51,22 @@ import onnx
 import onnxruntime as ort
 
 from onnx_amc.errors import InputError
+from onnx_amc.targets import remote_bench as _rb
+from onnx_amc.targets.remote_bench import WARMUP_TIME_S, median_ci
 
 __all__ = [
+    "WARMUP_TIME_S",
     "LatencyStats",
+    "available_providers",
     "make_session",
     "measure",
     "measure_interleaved",
     "median_ci",
     "random_inputs",
+    "resolve_providers",
 ]
 
 logger = logging.getLogger(__name__)
-
-_ORT_TYPES: dict[str, np.dtype] = {
-    "tensor(float)": np.dtype(np.float32),
-    "tensor(float16)": np.dtype(np.float16),
-    "tensor(double)": np.dtype(np.float64),
-    "tensor(int8)": np.dtype(np.int8),
-    "tensor(int16)": np.dtype(np.int16),
-    "tensor(int32)": np.dtype(np.int32),
-    "tensor(int64)": np.dtype(np.int64),
-    "tensor(uint8)": np.dtype(np.uint8),
-    "tensor(uint16)": np.dtype(np.uint16),
-    "tensor(uint32)": np.dtype(np.uint32),
-    "tensor(uint64)": np.dtype(np.uint64),
-    "tensor(bool)": np.dtype(np.bool_),
-}
-
-_EXACT_MAX_N = 300
-WARMUP_TIME_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -98,27 +91,58 @@ class LatencyStats:
         return asdict(self)
 
 
+@functools.lru_cache(maxsize=64)
+def _resolve_cached(requested: tuple[str, ...], available: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return tuple(_rb.resolve_providers(list(requested), available, ort.__version__))
+    except _rb.BenchInputError as exc:
+        raise InputError(f"--ep: {exc}") from None
+
+
+def available_providers() -> list[str]:
+    """Execution providers this onnxruntime build can run (``--ep`` accepts these)."""
+    return list(ort.get_available_providers())
+
+
+def resolve_providers(providers: Sequence[str] | str | None = None) -> tuple[str, ...]:
+    """Canonical, validated provider list for ``--ep`` (``None``: CPU only).
+
+    Names are case-insensitive and the ``ExecutionProvider`` suffix is optional
+    (``xnnpack`` -> ``XnnpackExecutionProvider``); ``CPUExecutionProvider`` is appended as
+    the fallback for operators the chosen provider lacks.  A comma-separated string is
+    split, so the CLI can pass ``--ep xnnpack,cpu`` through unchanged.
+
+    Raises:
+        InputError: a provider this build does not have; the message lists those it has
+            (and, for XNNPACK, where to get a build with it).
+    """
+    if isinstance(providers, str):
+        providers = [p for p in (x.strip() for x in providers.split(",")) if p]
+    requested = tuple(providers) if providers else ("CPUExecutionProvider",)
+    return _resolve_cached(requested, tuple(ort.get_available_providers()))
+
+
 def make_session(
     model_bytes: bytes | onnx.ModelProto,
     threads: int = 1,
-    providers: Sequence[str] = ("CPUExecutionProvider",),
+    providers: Sequence[str] | str | None = None,
 ) -> ort.InferenceSession:
     """Create an inference session from serialized model bytes with the module's options.
 
+    ``providers`` go through :func:`resolve_providers` (``None``: CPU).
+
     Raises:
         ValueError: ``threads < 1``.
+        InputError: an execution provider this onnxruntime build does not have.
     """
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     if isinstance(model_bytes, onnx.ModelProto):
         model_bytes = model_bytes.SerializeToString()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, sess_options=opts, providers=list(providers))
+    opts, names, provider_options = _rb.session_options(ort, threads, resolve_providers(providers))
+    return ort.InferenceSession(
+        model_bytes, sess_options=opts, providers=names, provider_options=provider_options
+    )
 
 
 def random_inputs(session: ort.InferenceSession, seed: int = 0) -> dict[str, np.ndarray]:
@@ -131,89 +155,17 @@ def random_inputs(session: ort.InferenceSession, seed: int = 0) -> dict[str, np.
     Raises:
         InputError: a dynamic non-leading dimension or unsupported input type.
     """
-    rng = np.random.default_rng(seed)
-    feeds: dict[str, np.ndarray] = {}
-    for arg in session.get_inputs():
-        dtype = _ORT_TYPES.get(arg.type)
-        if dtype is None:
-            raise InputError(f"model input '{arg.name}' has unsupported type {arg.type}")
-        shape: list[int] = []
-        for axis, dim in enumerate(arg.shape):
-            if isinstance(dim, int) and dim > 0:
-                shape.append(dim)
-            elif axis == 0:
-                shape.append(1)
-            else:
-                raise InputError(
-                    f"model input '{arg.name}' has dynamic dimension {axis} ({dim!r}); "
-                    "provide example inputs to measure latency"
-                )
-        if dtype.kind == "f":
-            feeds[arg.name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            feeds[arg.name] = np.zeros(shape, dtype=dtype)
-    return feeds
-
-
-@functools.lru_cache(maxsize=4096)
-def _binom_ci_rank(n: int, alpha: float = 0.05) -> int:
-    """Largest 1-based rank j with P(Bin(n, 1/2) <= j - 1) <= alpha/2, 0 if none.
-
-    Then [x_(j), x_(n+1-j)] covers the median with probability >= 1 - alpha.
-    """
-    if n <= _EXACT_MAX_N:
-        # Exact integer arithmetic: compare sum(C(n, i)) / 2^n with alpha/2.
-        total = 1 << n
-        limit = alpha / 2.0 * total
-        cdf = 0
-        j = 0
-        for i in range(n):
-            cdf += math.comb(n, i)
-            if cdf > limit:
-                break
-            j = i + 1
-        return j
-    z = 1.959963984540054 if alpha == 0.05 else _z(alpha)
-    return max(0, int(math.floor(n / 2.0 - z * math.sqrt(n) / 2.0)))
-
-
-def _z(alpha: float) -> float:
-    """Two-sided normal quantile via bisection on erf (no scipy dependency)."""
-    lo, hi = 0.0, 10.0
-    for _ in range(100):
-        mid = (lo + hi) / 2.0
-        if math.erfc(mid / math.sqrt(2.0)) > alpha:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2.0
-
-
-def median_ci(samples: Sequence[float] | np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
-    """Distribution-free (order statistic) ``1 - alpha`` CI of the median.
-
-    Returns ``(-inf, inf)`` when there are too few samples (n < 6 for 95 %).
-    """
-    x = np.sort(np.asarray(samples, dtype=np.float64))
-    n = x.size
-    j = _binom_ci_rank(n, alpha) if n else 0
-    if j < 1:
-        return -math.inf, math.inf
-    return float(x[j - 1]), float(x[n - j])
-
-
-def _rel_half_width(samples: np.ndarray) -> float:
-    lo, hi = median_ci(samples)
-    med = float(np.median(samples))
-    if not math.isfinite(lo) or med <= 0:
-        return math.inf
-    return (hi - lo) / 2.0 / med
+    try:
+        specs = _rb.input_specs(session.get_inputs())
+    except _rb.BenchInputError as exc:
+        raise InputError(str(exc)) from None
+    return _rb.random_feeds(specs, seed)
 
 
 def _as_session(
     model: bytes | onnx.ModelProto | ort.InferenceSession,
     threads: int,
-    providers: Sequence[str],
+    providers: Sequence[str] | str | None,
 ) -> tuple[ort.InferenceSession, int]:
     if isinstance(model, ort.InferenceSession):
         return model, int(model.get_session_options().intra_op_num_threads) or threads
@@ -221,64 +173,7 @@ def _as_session(
 
 
 def _summarise(times_ns: list[int], threads: int, rel: float, capped: bool) -> LatencyStats:
-    ms = np.asarray(times_ns, dtype=np.float64) / 1e6
-    q1, med, q3 = np.percentile(ms, [25, 50, 75])
-    return LatencyStats(
-        median_ms=float(med),
-        iqr_ms=float(q3 - q1),
-        mean_ms=float(ms.mean()),
-        runs=int(ms.size),
-        threads=int(threads),
-        ci95_rel=float(rel),
-        capped=capped,
-    )
-
-
-def _time_round_robin(
-    sessions: Sequence[ort.InferenceSession],
-    feeds: Sequence[dict[str, np.ndarray]],
-    *,
-    warmup: int,
-    min_runs: int,
-    rel_ci: float,
-    time_cap_s: float,
-    min_time_s: float,
-) -> tuple[list[list[int]], list[float], bool]:
-    """Time ``sessions`` one run each in turn until all medians are precise enough."""
-    if min_runs < 1 or warmup < 0:
-        raise ValueError(f"need min_runs >= 1 and warmup >= 0, got {min_runs}, {warmup}")
-    runs = [s.run for s in sessions]
-    start = time.perf_counter()
-    done = 0
-    # At least `warmup` runs and WARMUP_TIME_S: ten runs of a 0.5 ms model leave thread pools,
-    # allocator and CPU clocks cold, and the first measurement then reads ~1.8x slow.
-    while done < warmup or time.perf_counter() - start < WARMUP_TIME_S:
-        for run, feed in zip(runs, feeds, strict=True):
-            run(None, feed)
-        done += 1
-
-    timed_start = time.perf_counter()
-    times_ns: list[list[int]] = [[] for _ in sessions]
-    rels = [math.inf] * len(sessions)
-    next_check = min_runs
-    n = 0
-    while True:
-        for run, feed, bucket in zip(runs, feeds, times_ns, strict=True):
-            t0 = time.perf_counter_ns()
-            run(None, feed)
-            bucket.append(time.perf_counter_ns() - t0)
-        n += 1
-        if n < next_check:
-            continue
-        # Checking costs a sort; do it on a geometric-ish schedule (every ~5 %).
-        next_check = n + max(1, n // 20)
-        rels = [_rel_half_width(np.asarray(t, dtype=np.float64)) for t in times_ns]
-        worst = max(rels)
-        if worst <= rel_ci and time.perf_counter() - timed_start >= min_time_s:
-            return times_ns, rels, False
-        if time.perf_counter() - start >= time_cap_s:
-            # A cap below min_time_s alone is not a precision miss.
-            return times_ns, rels, worst > rel_ci
+    return LatencyStats(**_rb.summarise(times_ns, threads, rel, capped))
 
 
 def measure(
@@ -291,7 +186,7 @@ def measure(
     rel_ci: float = 0.02,
     time_cap_s: float = 10.0,
     min_time_s: float = 0.5,
-    providers: Sequence[str] = ("CPUExecutionProvider",),
+    providers: Sequence[str] | str | None = None,
 ) -> LatencyStats:
     """Median latency of one inference, measured to a requested precision.
 
@@ -310,10 +205,11 @@ def measure(
             assumes independent runs, but CPU contention and frequency changes drift on
             the scale of 0.1-1 s; a short burst of runs can be precisely measured yet
             unrepresentative, so measurements are spread over a minimum window.
-        providers: onnxruntime execution providers.
+        providers: onnxruntime execution providers (``--ep``), validated by
+            :func:`resolve_providers`; ``None`` is CPU.
 
     Raises:
-        InputError: dynamic input dims without ``inputs``.
+        InputError: dynamic input dims without ``inputs``; an unavailable provider.
         ValueError: invalid ``threads``/``min_runs``/``warmup``.
     """
     (stats,) = measure_interleaved(
@@ -340,7 +236,7 @@ def measure_interleaved(
     rel_ci: float = 0.02,
     time_cap_s: float = 10.0,
     min_time_s: float = 0.5,
-    providers: Sequence[str] = ("CPUExecutionProvider",),
+    providers: Sequence[str] | str | None = None,
 ) -> list[LatencyStats]:
     """Like :func:`measure` for several models, alternating one run of each in turn.
 
@@ -356,8 +252,8 @@ def measure_interleaved(
     pairs = [_as_session(m, threads, providers) for m in models]
     sessions = [s for s, _ in pairs]
     feeds = [dict(inputs) if inputs is not None else random_inputs(s) for s in sessions]
-    times_ns, rels, capped = _time_round_robin(
-        sessions,
+    times_ns, rels, capped = _rb.time_round_robin(
+        [s.run for s in sessions],
         feeds,
         warmup=warmup,
         min_runs=min_runs,

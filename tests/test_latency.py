@@ -11,12 +11,15 @@ import pytest
 from onnx_amc.errors import InputError
 from onnx_amc.latency import (
     LatencyStats,
+    available_providers,
     make_session,
     measure,
     measure_interleaved,
     median_ci,
     random_inputs,
+    resolve_providers,
 )
+from onnx_amc.targets.remote_bench import session_options
 from tests.test_data import make_classifier, make_two_input
 
 
@@ -88,3 +91,44 @@ def test_measure_interleaved_returns_one_stat_per_model() -> None:
     assert stats[0].runs == stats[1].runs >= 10
     with pytest.raises(ValueError):
         measure_interleaved([])
+
+
+def test_ep_names_resolve_case_insensitively_with_cpu_fallback() -> None:
+    assert "CPUExecutionProvider" in available_providers()
+    for spelling in (None, [], "cpu", "CPU", ["CPUExecutionProvider"], " cpu , CPU "):
+        assert resolve_providers(spelling) == ("CPUExecutionProvider",)
+    stats = measure(make_classifier(batch=1), providers="cpu", warmup=1, min_runs=6, rel_ci=1.0)
+    assert stats.runs >= 6
+
+
+def test_ep_unavailable_is_one_line_listing_available() -> None:
+    with pytest.raises(InputError, match=r"'NoSuchEP' is not available.*CPUExecutionProvider"):
+        resolve_providers(["NoSuchEP"])
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(InputError, match="'cuda' is not available"):
+            make_session(make_classifier().SerializeToString(), providers=["cuda"])
+        with pytest.raises(InputError, match="'cuda' is not available"):
+            measure(make_classifier(batch=1), providers=["cuda"], warmup=0, min_runs=1)
+
+
+def test_ep_xnnpack_where_the_build_has_it() -> None:
+    model = make_classifier(batch=1).SerializeToString()
+    if "XnnpackExecutionProvider" in ort.get_available_providers():
+        session = make_session(model, threads=2, providers=["xnnpack"])
+        assert session.get_providers()[0] == "XnnpackExecutionProvider"
+    else:
+        with pytest.raises(InputError, match="'xnnpack' is not available.*--use_xnnpack") as e:
+            make_session(model, providers=["xnnpack"])
+        assert "\n" not in str(e.value)
+
+
+def test_xnnpack_session_options_give_threads_to_xnnpack() -> None:
+    # Pure option building: checkable without an XNNPACK build.
+    opts, names, popts = session_options(
+        ort, 4, ["XnnpackExecutionProvider", "CPUExecutionProvider"]
+    )
+    assert names[0] == "XnnpackExecutionProvider" and popts[0] == {"intra_op_num_threads": "4"}
+    assert opts.intra_op_num_threads == 1
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    opts, _, popts = session_options(ort, 3, ["CPUExecutionProvider"])
+    assert opts.intra_op_num_threads == 3 and popts == [{}]
