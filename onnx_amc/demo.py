@@ -84,7 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     for g in res.groups:
         if "keep" in g:
             print(f"  group {g['index']:>2}: {g['keep']:.2f} of {g['channels']} channels")
+    from .report import write_report
+    from .report.collect import compress_report, finish
+
+    paths = write_report(finish(compress_report(res, model=str(model_path), output=out,
+                                                threads=args.threads), []), out_dir / "report")
     print(f"\nwrote {out}, {out.name}.policy.json, {out.name}.log.jsonl")
+    print(f"report: {paths['html']} (open it in a browser; also report.md, report.json)")
     return 0
 
 
