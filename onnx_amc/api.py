@@ -243,7 +243,8 @@ def load_calib(model: ModelLike, calib: str | os.PathLike[str], *, calib_size: i
 def evaluate(model: ModelLike, *, calib: str | os.PathLike[str] | Any,
              reference: ModelLike | None = None, threads: int = 1,
              calib_size: int | None = None, image_options: Any | None = None,
-             measure_latency: bool = True) -> EvaluateResult:
+             measure_latency: bool = True,
+             providers: Any | None = None) -> EvaluateResult:
     """Accuracy (with labels) and fidelity to ``reference`` (if given), plus ORT latency."""
     from graph_ops import load_model
 
@@ -266,5 +267,5 @@ def evaluate(model: ModelLike, *, calib: str | os.PathLike[str] | Any,
         return EvaluateResult(metrics, None, None, ref_metrics)
     one = {k: v[:1] for k, v in data.inputs.items()}
     models = [m] if ref is None else [m, ref]
-    lat = measure_interleaved(models, one, threads=threads)
+    lat = measure_interleaved(models, one, threads=threads, providers=providers)
     return EvaluateResult(metrics, lat[0], lat[1] if ref is not None else None, ref_metrics)

@@ -82,7 +82,13 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="onnx-amc")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
 def main(verbose: bool) -> None:
-    """onnx-amc: AMC channel pruning for ONNX models (inspect, prune)."""
+    """onnx-amc: AMC channel pruning for ONNX models.
+
+    inspect shows the channel groups, prune applies a ratio or a policy, compress searches the
+    policy with AMC under a FLOPs, params or latency budget, evaluate measures accuracy,
+    fidelity and latency, profile measures a device's per-op latency for --target.
+    Exit codes: 0 ok, 1 a CI gate failed (or an internal error), 2 bad usage or input,
+    130 interrupted."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="onnx-amc: %(levelname)s: %(message)s")
 
@@ -151,6 +157,69 @@ def calib_options(fn):
     return fn
 
 
+def gate_options(fn):
+    """CI gates and --report, shared by compress, prune and evaluate."""
+    opts = [
+        click.option("--max-accuracy-drop", type=float, metavar="X", help="Gate: fail (exit 1) "
+                     "if accuracy (or fidelity without labels) on held-out calibration data "
+                     "drops by more than X, absolute (0.01 = one point)."),
+        click.option("--min-speedup", type=float, metavar="S", help="Gate: fail (exit 1) if "
+                     "the measured latency speedup (before / after) is below S."),
+        click.option("--max-size", "max_size", type=float, metavar="MB", help="Gate: fail "
+                     "(exit 1) if the written model is larger than MB megabytes (10^6 bytes)."),
+        click.option("--report", "report_dir", type=click.Path(),
+                     help="Write report.json, report.md and report.html (with plots) here."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def _limits(max_accuracy_drop, min_speedup, max_size):
+    from .gates import GateLimits
+
+    limits = GateLimits(max_accuracy_drop, min_speedup, max_size)
+    try:
+        limits.validate()
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return limits
+
+
+def _check_report_dir(report_dir: str | None, model: str) -> Path | None:
+    if report_dir is None:
+        return None
+    d = Path(report_dir)
+    if d.exists() and not d.is_dir():
+        raise InputError(f"--report {report_dir}: exists and is not a folder")
+    if not d.parent.resolve().is_dir():
+        raise InputError(f"--report {report_dir}: parent folder does not exist")
+    return d
+
+
+def _gates_and_report(limits, report: dict | None, report_dir: Path | None, **numbers) -> int:
+    """Check the gates, write the report (status PASS/FAIL/NONE), print one line per failed
+    gate on stderr; the exit code: 0, or 1 when a gate failed."""
+    from .gates import check_gates
+
+    try:
+        gates = check_gates(limits, **numbers)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if report is not None and report_dir is not None:
+        from .report import write_report
+        from .report.collect import finish
+
+        paths = write_report(finish(report, gates), report_dir)
+        click.echo(f"report: {paths['html']} (also report.json, report.md)")
+    for g in gates:
+        if g.passed:
+            click.echo(f"gate passed: {g.name}: {g.message}")
+        else:
+            click.echo(f"onnx-amc: gate failed: {g.name}: {g.message}", err=True)
+    return 0 if all(g.passed for g in gates) else 1
+
+
 @main.command()
 @_model_arg
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (a valid "
@@ -206,15 +275,22 @@ def inspect(model: str, as_json: bool, input_shape: tuple[str, ...]) -> None:
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the fit/evaluation split and of position sampling.")
 @calib_options
+@gate_options
 def prune(model: str, out: str, keep: float | None, policy: str | None, criterion: str,
           round_to: int, input_shape: tuple[str, ...], calib: str | None, reconstruct: bool,
           bn_reestimate: bool, threads: int, seed: int, calib_size, image_size,
-          resize_shorter, scale, mean, std, bgr, layout) -> None:
+          resize_shorter, scale, mean, std, bgr, layout, max_accuracy_drop, min_speedup,
+          max_size, report_dir) -> None:
     """Write a smaller model; print params and MACs before and after (and held-out metrics
-    with --calib)."""
+    with --calib). With gates, exit 1 when one fails (the model is still written)."""
     if (keep is None) == (policy is None):
         raise InputError("give exactly one of --keep R or --policy FILE.json")
     out_path = _check_output(model, out)
+    limits = _limits(max_accuracy_drop, min_speedup, max_size)
+    rdir = _check_report_dir(report_dir, model)
+    if limits.max_accuracy_drop is not None and calib is None:
+        raise InputError("--max-accuracy-drop needs --calib DATA to score the model before "
+                         "and after")
     pol = api.load_policy(policy) if policy else None
     res = api.prune(model, keep=keep, policy=pol, criterion=criterion, round_to=round_to,
                     input_shapes=_parse_shapes(input_shape), calib=calib,
@@ -240,6 +316,46 @@ def prune(model: str, out: str, keep: float | None, policy: str | None, criterio
         click.echo(f"held-out {b.score_name} ({af.num_samples} samples not used for fitting): "
                    f"{b.score:.4f} -> {af.score:.4f}")
     click.echo(f"wrote {out_path}")
+    lat_b = lat_a = None
+    if limits.min_speedup is not None or rdir is not None:
+        lat_b, lat_a = _measure_pair(model, out_path, input_shape, threads)
+        click.echo(f"latency: {lat_b.median_ms:.3f} -> {lat_a.median_ms:.3f} ms "
+                   f"({lat_b.median_ms / lat_a.median_ms:.2f}x, median, batch 1, {threads} "
+                   "thread(s))")
+    report = None
+    if rdir is not None:
+        from .report.collect import prune_report
+
+        report = prune_report(res, model=model, output=out_path, threads=threads,
+                              latency_before=lat_b, latency_after=lat_a)
+    mb_, ma_ = res.metrics_before, res.metrics_after
+    code = _gates_and_report(
+        limits, report, rdir,
+        score_before=mb_.score if mb_ is not None else None,
+        score_after=ma_.score if ma_ is not None else None,
+        score_name=mb_.score_name if mb_ is not None else "accuracy",
+        latency_before_ms=lat_b.median_ms if lat_b is not None else None,
+        latency_after_ms=lat_a.median_ms if lat_a is not None else None,
+        size_bytes=out_path.stat().st_size)
+    sys.exit(code)
+
+
+def _measure_pair(model: str, out: Path, input_shape, threads: int):
+    """Latency of the input and the written model, interleaved (same conditions), batch 1."""
+    import numpy as np
+
+    from graph_ops import load_model
+
+    from .latency import make_session, measure_interleaved, random_inputs
+
+    before = load_model(model)
+    shapes = _parse_shapes(input_shape)
+    if shapes:  # dynamic dims made concrete by the user: random float inputs of those shapes
+        feeds = {k: np.random.default_rng(0).standard_normal(v).astype(np.float32)
+                 for k, v in shapes.items()}
+    else:
+        feeds = random_inputs(make_session(before, threads))
+    return measure_interleaved([before, load_model(str(out))], feeds, threads=threads)
 
 
 @main.command()
@@ -252,11 +368,27 @@ def prune(model: str, out: str, keep: float | None, policy: str | None, criterio
                    "its latency.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ONNX Runtime intra-op threads.")
+@click.option("--ep", "providers", metavar="PROVIDER[,PROVIDER]", help="ONNX Runtime "
+              "execution providers for the latency measurement (default CPUExecutionProvider).")
 @calib_options
+@gate_options
 def evaluate(model: str, calib: str, reference: str | None, threads: int,
-             calib_size, image_size, resize_shorter, scale, mean, std, bgr, layout) -> None:
-    """Print accuracy (with labels), fidelity to --reference, and measured latency."""
+             providers: str | None, calib_size, image_size, resize_shorter, scale, mean, std, bgr, layout,
+             max_accuracy_drop, min_speedup, max_size, report_dir) -> None:
+    """Print accuracy (with labels), fidelity to --reference, and measured latency. Gates
+    compare MODEL with --reference (exit 1 when one fails)."""
+    limits = _limits(max_accuracy_drop, min_speedup, max_size)
+    rdir = _check_report_dir(report_dir, model)
+    if reference is None and (limits.max_accuracy_drop is not None
+                              or limits.min_speedup is not None):
+        raise InputError("--max-accuracy-drop and --min-speedup compare with the original: "
+                         "give --reference ORIG")
+    if providers:
+        from .latency import resolve_providers
+
+        resolve_providers(providers)  # one line and exit 2 before any work
     res = api.evaluate(model, calib=calib, reference=reference, threads=threads,
+                       providers=providers,
                        calib_size=calib_size,
                        image_options=_image_options(image_size, resize_shorter, scale, mean,
                                                     std, bgr, layout))
@@ -278,6 +410,18 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
         r = res.reference_latency
         click.echo(f"reference latency: median {r.median_ms:.3f} ms "
                    f"({r.median_ms / lat.median_ms:.2f}x)")
+    report = None
+    if rdir is not None:
+        from .report.collect import evaluate_report
+
+        report = evaluate_report(res, model=model, reference=reference, threads=threads)
+    rm = res.reference_metrics
+    sys.exit(_gates_and_report(
+        limits, report, rdir,
+        score_before=rm.score if rm is not None else None,
+        score_after=m.score if rm is not None else None, score_name=m.score_name,
+        latency_before_ms=res.reference_latency.median_ms if res.reference_latency else None,
+        latency_after_ms=lat.median_ms, size_bytes=Path(model).stat().st_size))
 
 
 @main.command()
@@ -289,6 +433,25 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
                    "the search, a quarter tests the result.")
 @click.option("--flops", type=float, help="Fraction of MACs to keep, in (0, 1).")
 @click.option("--params", type=float, help="Fraction of parameters to keep, in (0, 1).")
+@click.option("--latency", type=float, help="Fraction of latency to keep on --target, in (0, 1): "
+              "candidates measured live (host, ssh) or predicted from a profile.")
+@click.option("--target", default="host", show_default=True, metavar="TARGET",
+              help="Where latency comes from: host (measure here), ssh://user@host[:port] "
+                   "(measure on a device), PROFILE.json (from `onnx-amc profile`), or a "
+                   "bundled profile NAME (names without a measured profile fall back to a "
+                   "FLOPs/memory estimate, labelled as such).")
+@click.option("--ep", "providers", metavar="PROVIDER[,PROVIDER]", help="ONNX Runtime execution "
+              "providers for latency (default CPUExecutionProvider).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Evaluate candidates in N Ray worker processes on this machine "
+                   "(pip install 'onnx-amc[ray]'); the search runs rounds of N episodes.")
+@click.option("--ray-address", default=None, metavar="auto|ray://HOST:PORT",
+              help="Run the workers on an existing Ray cluster (needs --workers or --batch).")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Episodes per search round, evaluated together (default: --workers, else "
+                   "1). Same seed and same batch: same result.")
+@click.option("--profile-time", type=click.FloatRange(min=1), default=120, show_default=True,
+              help="--latency on host: seconds for the per-op profile the action wall uses.")
 @click.option("--episodes", type=click.IntRange(min=1), help="Search episodes (default: 150 "
               "for up to 8 groups, else 300).")
 @click.option("--warmup", type=click.IntRange(min=0), help="Episodes of random actions before "
@@ -309,16 +472,26 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
               "without re-evaluation; settings must match.")
 @_shape_opt
 @calib_options
+@gate_options
 def compress(model: str, out: str, calib: str, flops: float | None, params: float | None,
+             latency: float | None, target: str, providers: str | None,
+             workers: int | None, ray_address: str | None, batch: int | None,
+             profile_time: float,
              episodes: int | None, warmup: int | None, search: str, reconstruct: bool,
              seed: int, threads: int, round_to: int, progress: bool | None,
              resume: str | None,
              input_shape: tuple[str, ...], calib_size, image_size, resize_shorter, scale, mean,
-             std, bgr, layout) -> None:
-    """Search per-layer keep ratios with AMC under a budget and write the best model."""
+             std, bgr, layout, max_accuracy_drop, min_speedup, max_size, report_dir) -> None:
+    """Search per-layer keep ratios with AMC under a budget and write the best model. With
+    gates, exit 1 when one fails (the model and report are still written)."""
     from .compress import compress as run
 
     out_path = _check_output(model, out)
+    limits = _limits(max_accuracy_drop, min_speedup, max_size)
+    rdir = _check_report_dir(report_dir, model)
+    if limits.min_speedup is not None and not (target == "host" or target.startswith("ssh://")):
+        raise InputError("--min-speedup is checked on measured latency: use --target host or "
+                         "ssh://..., not a profile or name (predicted)")
     show = sys.stderr.isatty() if progress is None else progress
     log_path = out_path.with_name(out_path.name + ".log.jsonl")
     moved: Path | None = None
@@ -329,6 +502,9 @@ def compress(model: str, out: str, calib: str, flops: float | None, params: floa
         resume = str(moved)
     try:
         res = run(model, resume=resume, calib=calib, flops=flops, params=params,
+                  latency=latency, target=target, profile_time_s=profile_time,
+                  workers=workers, ray_address=ray_address, batch=batch,
+                  providers=tuple(p for p in (providers or "").split(",") if p) or None,
                   episodes=episodes, warmup=warmup, search=search, reconstruct=reconstruct,
                   seed=seed, threads=threads, calib_size=calib_size,
                   image_options=_image_options(image_size, resize_shorter, scale, mean, std,
@@ -342,20 +518,69 @@ def compress(model: str, out: str, calib: str, flops: float | None, params: floa
     if moved is not None:
         os.remove(moved)
     res.save(out_path)
+    _print_compress(res, out_path)
+    report = None
+    if rdir is not None:
+        from .report.collect import compress_report
+
+        report = compress_report(res, model=model, output=out_path, threads=threads)
+    b, af = res.metrics_before, res.metrics_after
+    measured = res.latency_source == "measured"
+    code = _gates_and_report(
+        limits, report, rdir, score_before=b.score, score_after=af.score,
+        score_name=b.score_name,
+        latency_before_ms=_ms(res.latency_before) if measured else None,
+        latency_after_ms=_ms(res.latency_after) if measured else None,
+        size_bytes=out_path.stat().st_size)
+    if res.interrupted:
+        sys.exit(130)
+    sys.exit(code)
+
+
+def _ms(stats) -> float | None:
+    """Median ms of LatencyStats, or a predicted number as is."""
+    if stats is None:
+        return None
+    return float(stats) if isinstance(stats, int | float) else float(stats.median_ms)
+
+
+def _print_compress(res, out_path: Path) -> None:
+    """The before/after table a person reads first."""
+    for w in res.warnings:
+        click.echo(f"onnx-amc: WARNING: {w}", err=True)
     b, af = res.metrics_before, res.metrics_after
     click.echo(f"search: {res.search}, {res.episodes_run} episodes, seed {res.seed}, "
                f"{res.seconds:.1f} s" + (" (interrupted: best so far)" if res.interrupted
                                          else ""))
     click.echo(f"budget: keep {res.budget_keep} of {res.budget_kind}; used "
                f"{res.budget_use:.4f}")
-    click.echo(f"params: {_human(res.params_before)} -> {_human(res.params_after)}")
-    click.echo(f"MACs:   {_human(res.macs_before)} -> {_human(res.macs_after)}")
-    click.echo(f"search-part {b.score_name} of the best candidate: {res.search_score:.4f}")
-    click.echo(f"test-part {b.score_name} ({af.num_samples} samples the search never saw): "
-               f"{b.score:.4f} -> {af.score:.4f}")
+    rows = [("params", _human(res.params_before), _human(res.params_after),
+             f"{res.params_after / res.params_before:.3f}x" if res.params_before else ""),
+            ("MACs", _human(res.macs_before), _human(res.macs_after),
+             f"{res.macs_after / res.macs_before:.3f}x" if res.macs_before else "")]
+    lb, la = _ms(res.latency_before), _ms(res.latency_after)
+    if lb is not None and la is not None:
+        where = "this host" if res.target == "host" else res.target
+        rows.append((f"latency ({res.latency_source}, {where})", f"{lb:.3f} ms",
+                     f"{la:.3f} ms", f"{lb / la:.2f}x faster"))
+    rows.append((f"test-part {b.score_name} ({af.num_samples} samples)", f"{b.score:.4f}",
+                 f"{af.score:.4f}", f"{af.score - b.score:+.4f}"))
+    w = max(len(r[0]) for r in rows)
+    click.echo(f"  {'':<{w}}  {'before':>12}  {'after':>12}  change")
+    for name, x, y, c in rows:
+        click.echo(f"  {name:<{w}}  {x:>12}  {y:>12}  {c}")
+    click.echo(f"search-part {b.score_name} of the best candidate: {res.search_score:.4f} "
+               "(the test part above was never seen by the search)")
     click.echo(f"wrote {out_path}, {out_path.name}.policy.json, {out_path.name}.log.jsonl")
-    if res.interrupted:
-        sys.exit(130)
+
+
+def _register_profile() -> None:
+    from .targets.profile_cli import profile_command
+
+    main.add_command(profile_command)
+
+
+_register_profile()
 
 
 if __name__ == "__main__":

@@ -72,6 +72,10 @@ class CompressionResult:
     warmup: int = 0
     round_to: int = DEFAULT_ROUND_TO
     reconstruct: bool = False
+    source: dict[str, Any] = field(default_factory=dict)  # path, sha256 and bytes of the input
+    latency_source: str = "measured"  # of latency_before/after: measured, predicted, estimated
+    target: str = "host"
+    warnings: list[str] = field(default_factory=list)
 
     def policy_document(self) -> dict[str, Any]:
         """JSON re-appliable with ``onnx-amc prune --policy`` (kept indices win over ratios)."""
@@ -83,18 +87,42 @@ class CompressionResult:
             "groups": self.groups,
         }
 
-    def save(self, out: str | os.PathLike[str]) -> Path:
-        out = Path(out)
-        save_model(self.model, out)
-        write_atomic(out.with_name(out.name + ".policy.json"),
+    def save(self, out: str | os.PathLike[str], *, report: bool = True) -> Path:
+        """Write the model, ``<model>.policy.json`` beside it, and return the model's path.
+
+        ``out`` is a file path (``x.onnx``), or a folder (existing, ending in a separator, or
+        without a suffix): then the folder gets ``model.onnx``, its policy, the episode log
+        ``model.onnx.log.jsonl`` and, with ``report``, ``report.json/.md/.html``."""
+        raw = os.fspath(out)
+        p = Path(raw)
+        as_dir = p.is_dir() or raw.endswith(("/", os.sep)) or not p.suffix
+        if as_dir:
+            p.mkdir(parents=True, exist_ok=True)
+            model_path = p / "model.onnx"
+        else:
+            model_path = p
+        save_model(self.model, model_path)
+        write_atomic(model_path.with_name(model_path.name + ".policy.json"),
                      json.dumps(self.policy_document(), indent=2).encode())
-        return out
+        if as_dir:
+            log = "".join(json.dumps(_jsonable(r)) + "\n" for r in self.records)
+            write_atomic(model_path.with_name(model_path.name + ".log.jsonl"), log.encode())
+            if report:
+                from .report import write_report
+                from .report.collect import compress_report, finish
+
+                write_report(finish(compress_report(self, model=self.source or None,
+                                                    output=model_path), []), p)
+        return model_path
 
 
-def _check_budget(flops: float | None, params: float | None) -> tuple[str, float]:
-    given = [(k, v) for k, v in (("macs", flops), ("params", params)) if v is not None]
+def _check_budget(flops: float | None, params: float | None,
+                  latency: float | None = None) -> tuple[str, float]:
+    given = [(k, v) for k, v in (("macs", flops), ("params", params), ("latency", latency))
+             if v is not None]
     if len(given) != 1:
-        raise InputError("give exactly one budget: --flops R or --params R (fraction to keep)")
+        raise InputError("give exactly one budget: --flops R, --params R or --latency R "
+                         "(fraction to keep)")
     kind, value = given[0]
     if isinstance(value, bool) or not (0.0 < float(value) < 1.0) or math.isnan(float(value)):
         raise InputError(f"budget must be a fraction in (0, 1), got {value}")
@@ -107,6 +135,10 @@ def compress(
     calib: str | os.PathLike[str] | Any,
     flops: float | None = None,
     params: float | None = None,
+    latency: float | None = None,
+    target: str = "host",
+    providers: tuple[str, ...] | None = None,
+    profile_time_s: float = 120.0,
     episodes: int | None = None,
     warmup: int | None = None,
     search: str = "ddpg",
@@ -122,10 +154,20 @@ def compress(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     resume: str | os.PathLike[str] | None = None,
     measure_latency: bool = True,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    batch: int | None = None,
 ) -> CompressionResult:
     """Search per-group keep ratios under a MACs (``flops``) or ``params`` budget (the fraction
     to keep) and return the best candidate. Ctrl-C (KeyboardInterrupt) stops the search and
-    returns the best candidate found so far (``interrupted=True``)."""
+    returns the best candidate found so far (``interrupted=True``).
+
+    ``workers=N`` evaluates candidates in N Ray worker processes started here, ``ray_address``
+    (``"auto"`` or ``"ray://host:port"``) on an existing Ray cluster (see
+    :mod:`onnx_amc.parallel`); without them Ray is not imported.  The search then runs in
+    rounds of ``batch`` episodes (K, default ``workers``; 1 without workers) evaluated together;
+    episodes and warm-up are rounded up to whole rounds.  Same seed and same K: same result, with
+    or without workers.  ``batch`` alone (no workers) runs the rounds in this process."""
     from .api import load_calib
     from .data import CalibrationSet, split_calibration
     from .evaluate import Evaluator
@@ -134,13 +176,21 @@ def compress(
     from .search.env import PruningEnv
 
     t_start = time.perf_counter()
-    kind, keep = _check_budget(flops, params)
+    kind, keep = _check_budget(flops, params, latency)
     if search not in SEARCHES:
         raise InputError(f"--search must be one of {', '.join(SEARCHES)}, got {search}")
     if episodes is not None and episodes < 1:
         raise InputError(f"--episodes must be >= 1, got {episodes}")
     if round_to < 1:
         raise InputError(f"--round-to must be a positive integer, got {round_to}")
+    if providers:
+        from .latency import resolve_providers
+
+        providers = resolve_providers(providers)  # InputError now, not after the search
+    if target.startswith("ssh://"):
+        from .targets.ssh import SshTarget
+
+        SshTarget.parse(target).check()  # unreachable device: one line before any work
     a = analyze(model, input_shapes=input_shapes)
     if not a.prunable_groups:
         raise InputError("the model has no prunable channel group (see onnx-amc inspect)")
@@ -154,24 +204,55 @@ def compress(
     search_part, test_part = split_calibration(rest, seed=seed)
     tester = Evaluator(a.model, test_part, threads=threads)
     space = build_space(a, round_to=round_to)
-    try:
-        budget = make_budget(space, kind, keep)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    lsrc = None
+    reward, latency_target_ms = "acc", None
+    if kind == "latency":
+        from .latency_budget import latency_source
+        from .search.budget import callable_budget
+
+        lsrc = latency_source(target, a, space, threads=threads, providers=providers,
+                              profile_time_s=profile_time_s, input_shapes=input_shapes,
+                              progress=progress, seed=seed)
+        if lsrc.warning:
+            logger.warning("%s", lsrc.warning)
+        budget = callable_budget("latency", keep, lsrc.wall_cost)
+    else:
+        try:
+            budget = make_budget(space, kind, keep)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     if budget.original is None or budget.original <= 0:
         raise InputError("MACs are unknown for this model: pass --input-shape for dynamic dims")
     spec = ScoringSpec(model=a.model.SerializeToString(), search_data=search_part,
                        fit_inputs=fit.inputs, input_shapes=input_shapes, round_to=round_to,
-                       reconstruct=reconstruct, threads=threads, seed=seed)
+                       reconstruct=reconstruct, threads=threads, seed=seed,
+                       latency=lsrc is not None and lsrc.measure is not None,
+                       providers=tuple(providers) if providers else None,
+                       latency_target=lsrc.measure if lsrc is not None else None)
     evaluate_policy = CandidateScorer(spec, analysis=a, space=space)
+    if lsrc is None and target != "host":  # a FLOPs/params search reported on a target
+        from .latency_budget import latency_source
+
+        lsrc = latency_source(target, a, space, threads=threads, providers=providers)
+    if kind == "latency" and lsrc.measure is not None:
+        # Measured candidates are priced against the measured original: the wall's
+        # prediction can be off, so overshoot costs reward instead of being forbidden.
+        reward = "acc_latency"
+        latency_target_ms = keep * evaluate_policy.time_original()
 
     try:
-        env = PruningEnv(space, budget, evaluate_policy)
+        env = PruningEnv(space, budget, evaluate_policy, reward=reward,
+                         latency_target_ms=latency_target_ms)
     except ValueError as exc:  # infeasible budget: below what lbound allows
         raise InputError(str(exc)) from None
     settings = {"budget_kind": kind, "budget_keep": keep, "search": search, "seed": seed,
                 "reconstruct": reconstruct, "round_to": round_to,
                 "groups": [g.id for g in a.prunable_groups]}
+    from .parallel import batch_size
+
+    k = batch_size(workers, batch, ray_address)  # episodes per round
+    if k > 1 and search == "ddpg":  # DDPG's results depend on K (random's do not)
+        settings["batch"] = k
     if resume is not None:
         env.cache.update(_load_resume(resume, settings))
 
@@ -194,15 +275,25 @@ def compress(
 
     interrupted = False
     try:
-        if search == "ddpg":
-            from .search.agent import SearchConfig, run_ddpg
+        if search in ("ddpg", "random"):
+            from .parallel import evaluation_pool
 
-            cfg = SearchConfig(episodes=episodes, warmup=warmup, seed=seed, progress=progress)
-            run_ddpg(env, cfg, on_record=record)
-        elif search == "random":
-            from .search.baselines import random_search
+            with evaluation_pool(spec, workers, ray_address) as pool:
+                many = pool.evaluate_many if pool is not None else None
+                if pool is not None and pool.measures_latency and latency_target_ms is not None:
+                    # Candidates are timed on the pool's latency worker: time the original there.
+                    env.latency_target_ms = keep * pool.time_original()
+                if search == "ddpg":
+                    from .search.agent import SearchConfig, run_ddpg
 
-            random_search(env, episodes, seed=seed, progress=progress, on_record=record)
+                    cfg = SearchConfig(episodes=episodes, warmup=warmup, seed=seed,
+                                       progress=progress)
+                    run_ddpg(env, cfg, on_record=record, batch=k, evaluate_many=many)
+                else:
+                    from .search.baselines import random_search
+
+                    random_search(env, episodes, seed=seed, progress=progress, on_record=record,
+                                  batch=k, evaluate_many=many)
         else:
             from .search.baselines import uniform_search
 
@@ -230,11 +321,10 @@ def compress(
                                     seed=seed)
     before, after = count(a), count(a, plan.keep)
     lat_before = lat_after = None
+    lat_source = "measured"
     if measure_latency:
-        from .latency import measure_interleaved
-
-        one = {k: v[:1] for k, v in test_part.inputs.items()}
-        lat_before, lat_after = measure_interleaved([a.model, final], one, threads=threads)
+        lat_before, lat_after, lat_source = _final_latency(
+            target, lsrc, a, final, best["policy"], test_part, threads, providers)
     groups = []
     gmacs = group_macs(a)
     for g in a.groups:
@@ -257,8 +347,48 @@ def compress(
         episodes_run=len(records), interrupted=interrupted, records=records,
         reconstruction=report, groups=groups, seconds=time.perf_counter() - t_start,
         latency_before=lat_before, latency_after=lat_after, warmup=warmup, round_to=round_to,
-        reconstruct=reconstruct,
+        reconstruct=reconstruct, source=_source_info(model, a.model),
+        latency_source=lat_source, target=target,
+        warnings=[lsrc.warning] if lsrc is not None and lsrc.warning else [],
     )
+
+
+def _final_latency(target: str, lsrc: Any, a: Any, final: onnx.ModelProto,
+                   policy: Mapping[str, float], data: Any, threads: int,
+                   providers: Any) -> tuple[Any, Any, str]:
+    """Latency of the original and the result where the target says: measured interleaved on
+    this host, measured on the device over SSH, or predicted from the target's profile."""
+    provs = list(providers) if providers else None
+    if target == "host":
+        from .latency import measure_interleaved
+
+        one = {k: v[:1] for k, v in data.inputs.items()}
+        b, af = measure_interleaved([a.model, final], one, threads=threads, providers=provs)
+        return b, af, "measured"
+    if target.startswith("ssh://"):
+        from .targets.ssh import SshTarget
+
+        b, af = SshTarget.parse(target).measure_many(
+            [a.model.SerializeToString(), final.SerializeToString()], threads=threads,
+            providers=provs)
+        return b, af, "measured"
+    if lsrc is not None and lsrc.predict_ms is not None:
+        return float(lsrc.predict_ms({})), float(lsrc.predict_ms(policy)), "predicted"
+    return None, None, "estimated"
+
+
+def _source_info(model: Any, loaded: onnx.ModelProto) -> dict[str, Any]:
+    """Where the input came from, for reports: the file's path and hash, or the hash of the
+    serialized model when it was given in memory."""
+    import hashlib
+
+    if isinstance(model, str | os.PathLike):
+        data = Path(model).read_bytes()
+        return {"path": str(model), "sha256": hashlib.sha256(data).hexdigest(),
+                "bytes": len(data)}
+    data = model if isinstance(model, bytes) else loaded.SerializeToString()
+    return {"path": "<in-memory model>", "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data)}
 
 
 def layer_kind(analysis: Any, group: Any) -> str | None:

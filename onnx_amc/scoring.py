@@ -43,6 +43,7 @@ class ScoringSpec:
     seed: int = 0
     latency: bool = False
     providers: tuple[str, ...] | None = None
+    latency_target: str | None = None  # where candidates are timed: "host" or an ssh:// URL
 
 
 class CandidateScorer:
@@ -65,18 +66,37 @@ class CandidateScorer:
         self.evaluator = Evaluator(self.analysis.model, spec.search_data, threads=spec.threads)
         self._timer: Callable[[onnx.ModelProto], float] | None = None
         if spec.latency:
-            self._timer = self._make_timer()
+            self._timer = self.make_timer()
 
-    def _make_timer(self) -> Callable[[onnx.ModelProto], float]:
+    def make_timer(self) -> Callable[[onnx.ModelProto], float]:
+        target = self.spec.latency_target or "host"
+        providers = list(self.spec.providers) if self.spec.providers else None
+        if target.startswith("ssh://"):
+            from .targets.ssh import SshTarget
+
+            remote = SshTarget.parse(target)
+
+            def remote_timer(model: onnx.ModelProto) -> float:
+                (stats,) = remote.measure_many([model.SerializeToString()],
+                                               threads=self.spec.threads, providers=providers)
+                return float(stats.median_ms)
+
+            return remote_timer
         from .latency import measure
 
+        feeds = {k: v[:1] for k, v in self.spec.search_data.inputs.items()}
+
         def timer(model: onnx.ModelProto) -> float:
-            kwargs: dict[str, Any] = {"threads": self.spec.threads}
-            if self.spec.providers:
-                kwargs["providers"] = list(self.spec.providers)
-            return float(measure(model.SerializeToString(), **kwargs).median_ms)
+            return float(measure(model.SerializeToString(), feeds, threads=self.spec.threads,
+                                 providers=providers).median_ms)
 
         return timer
+
+    def time_original(self) -> float:
+        """Latency of the unpruned model, measured like every candidate (ms)."""
+        if self._timer is None:
+            self._timer = self.make_timer()
+        return self._timer(self.analysis.model)
 
     def candidate(self, policy: Mapping[str, float]) -> onnx.ModelProto:
         """The pruned (and, if asked, reconstructed) model of ``policy``."""

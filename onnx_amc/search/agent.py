@@ -25,6 +25,17 @@ extension points:
   transition while replaying the finished episode).
 * **Tracking**: :class:`SearchCallback` (a ``BaseCallback``) keeps the best policy and JSON-able
   per-episode records, with an optional tqdm bar.
+* **Rounds of K episodes** (``run_ddpg(..., batch=K)``, for parallel evaluation):
+  :class:`PruningVecEnv`, a ``DummyVecEnv`` of K env copies sharing one evaluation cache, steps
+  the K episodes in lockstep (every episode has ``num_groups`` steps) and, at their last step,
+  evaluates the K candidates in ONE ``evaluate_many`` call (:func:`.env.finish_batch`).  SB3 with
+  ``n_envs=K`` and ``train_freq=(num_groups, "step")`` (SB3 allows episodic frequencies with one
+  env only; ``num_groups`` lockstep steps are exactly one round) then stores the K episodes and
+  trains once per round with one gradient step per collected transition (``K x num_groups``).
+  :class:`BatchNoise` draws the K envs' noise from the one seeded generator (SB3 would otherwise
+  deep-copy the noise, giving every env the same draws) and decays sigma per finished episode,
+  so sigma follows the episode count as in the sequential search.  Warm-up and episode counts
+  are rounded up to whole rounds (:func:`rounds`).  K = 1 runs the unchanged single-env path.
 
 Deviations from the official code (mit-han-lab/amc) that remain:
 
@@ -48,6 +59,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,21 +69,25 @@ from gymnasium import spaces
 from stable_baselines3 import DDPG
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.noise import ActionNoise, VectorizedActionNoise
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
+from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.td3.policies import TD3Policy
 
-from .env import PruningEnv
+from .env import BatchEvaluator, PruningEnv, finish_batch
 
 __all__ = [
+    "BatchNoise",
     "EpisodeRewardBuffer",
     "PinnedLrAdam",
+    "PruningVecEnv",
     "SearchCallback",
     "SearchConfig",
     "SearchResult",
     "SplitLrPolicy",
     "TruncatedNormalNoise",
     "make_ddpg",
+    "rounds",
     "run_ddpg",
 ]
 
@@ -193,7 +209,7 @@ class TruncatedNormalNoise(ActionNoise):
     def sigma(self) -> float:
         return self.sigma0 * self.decay ** max(0, self.episode - self.warmup)
 
-    def reset(self) -> None:
+    def reset(self, indices: Sequence[int] | None = None) -> None:
         self.episode += 1
 
     def __call__(self) -> np.ndarray:
@@ -215,6 +231,41 @@ class TruncatedNormalNoise(ActionNoise):
         return f"TruncatedNormalNoise(sigma={self.sigma:.4g}, episode={self.episode})"
 
 
+class BatchNoise(VectorizedActionNoise):
+    """Exploration for K envs from ONE :class:`TruncatedNormalNoise`: each call draws K
+    independent values (env order, from the base's seeded generator: deterministic for a seed),
+    and every finished episode (``reset(indices=[i])``, called by SB3 once per done env) advances
+    the base's episode count, so sigma decays per episode as in the sequential search.
+
+    SB3 wraps a plain noise in ``VectorizedActionNoise`` with deep copies, which would give all K
+    envs the same draws; subclassing it keeps SB3 from wrapping this one.
+    """
+
+    def __init__(self, base: TruncatedNormalNoise, n_envs: int) -> None:
+        ActionNoise.__init__(self)
+        if n_envs < 1:
+            raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+        self.base_noise = base
+        self.n_envs = int(n_envs)
+        self._noises = [base] * self.n_envs  # SB3's attribute: one shared generator
+
+    @property
+    def sigma(self) -> float:
+        return self.base_noise.sigma
+
+    def reset(self, indices: Sequence[int] | None = None) -> None:
+        # SB3 also calls reset() once (indices None) when learn() starts; counting it as one
+        # episode, as the single-env noise does, keeps sigma on the K = 1 schedule.
+        for _ in range(1 if indices is None else len(list(indices))):
+            self.base_noise.reset()
+
+    def __call__(self) -> np.ndarray:
+        return np.stack([self.base_noise() for _ in range(self.n_envs)])
+
+    def __repr__(self) -> str:
+        return f"BatchNoise({self.base_noise!r}, n_envs={self.n_envs})"
+
+
 # --------------------------------------------------------------------------- replay buffer
 
 
@@ -226,22 +277,29 @@ class EpisodeRewardBuffer(ReplayBuffer):
     (``done``) arrives; then the whole episode is written with the reward of that last
     transition (the env returns 0 before it).  ``sample`` replaces ``rewards`` by ``rewards -
     b`` where ``b <- b + alpha (mean(batch rewards) - b)``, initialised to the first batch mean
-    (the official ``update_policy``).  Single env only.
+    (the official ``update_policy``).
+
+    With ``n_envs = K`` (rounds of K episodes) each buffer row holds one step of the K envs;
+    the pending rows are written when the K episodes end, each env's transitions credited with
+    that env's own final reward.  The K envs must end together (they do: every episode has
+    ``num_groups`` steps and the envs start together); a partial end raises ``ValueError``.
     """
 
     def __init__(self, *args: Any, baseline_alpha: float = 0.5, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.n_envs != 1:
-            raise ValueError("EpisodeRewardBuffer supports a single environment")
         self.baseline_alpha = baseline_alpha
         self.baseline: float | None = None
         self._pending: list[tuple[Any, ...]] = []
 
     def add(self, obs, next_obs, action, reward, done, infos) -> None:  # type: ignore[override]
+        dones = np.asarray(done).reshape(-1)
         self._pending.append((np.array(obs), np.array(next_obs), np.array(action),
                               np.array(done), [dict(i) for i in infos]))
-        if not bool(np.asarray(done).reshape(-1)[0]):
+        if not bool(dones.any()):
             return
+        if not bool(dones.all()):
+            raise ValueError("EpisodeRewardBuffer: the envs must end their episodes together "
+                             f"(done = {dones.tolist()})")
         final = np.asarray(reward, dtype=np.float32).reshape(-1).copy()
         for o, no, a, d, inf in self._pending:
             super().add(o, no, a, final, d, inf)
@@ -266,11 +324,13 @@ class SearchCallback(BaseCallback):
 
     def __init__(self, episodes: int, *, warmup: int = 0, progress: bool = False,
                  noise: TruncatedNormalNoise | None = None,
-                 on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_record: Callable[[dict[str, Any]], None] | None = None,
+                 batch: int = 1) -> None:
         super().__init__()
         self.on_record = on_record
         self.episodes = episodes
         self.warmup = warmup
+        self.batch = batch  # episodes per round: records get a "round" when > 1
         self.progress = progress
         self.noise = noise
         self.records: list[dict[str, Any]] = []
@@ -307,6 +367,7 @@ class SearchCallback(BaseCallback):
         rec = {
             "episode": episode,
             "phase": "warmup" if episode < self.warmup else "agent",
+            **({"round": episode // self.batch} if self.batch > 1 else {}),
             **result,
             "elapsed_s": time.perf_counter() - self._t0,
         }
@@ -329,7 +390,9 @@ class SearchCallback(BaseCallback):
     def _on_training_end(self) -> None:
         self.close()
 
-    def result(self, method: str, env: PruningEnv) -> SearchResult:
+    def result(self, method: str, env: Any) -> SearchResult:
+        """The search's outcome; ``env`` is anything with ``evaluations`` and ``cache_hits``
+        counters (a :class:`PruningEnv`, a :class:`PruningVecEnv`)."""
         if self.best is None:
             raise RuntimeError("no episode finished")
         b = self.best
@@ -348,28 +411,101 @@ class SearchCallback(BaseCallback):
         )
 
 
+# --------------------------------------------------------------------------- batches
+
+
+class PruningVecEnv(DummyVecEnv):
+    """K copies of a :class:`PruningEnv` sharing its evaluation cache, stepped in lockstep; at the
+    episodes' last step the K candidates are evaluated through ONE ``evaluate_many`` call
+    (default: one after the other in this process, the reference for parallel runs).
+
+    The first copy is ``env`` itself (so e.g. a cache pre-filled for ``--resume`` is used).
+    """
+
+    def __init__(self, env: PruningEnv, batch: int,
+                 evaluate_many: BatchEvaluator | None = None) -> None:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        envs = [env] + [env.clone() for _ in range(batch - 1)]
+        super().__init__([lambda e=e: e for e in envs])
+        self.space = env.space
+        self.budget = env.budget
+        self.evaluate_many = evaluate_many
+
+    @property
+    def evaluations(self) -> int:
+        return sum(e.evaluations for e in self.envs)  # type: ignore[attr-defined]
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(e.cache_hits for e in self.envs)  # type: ignore[attr-defined]
+
+    def step_wait(self):
+        envs: list[PruningEnv] = self.envs  # type: ignore[assignment]
+        infos = [env.choose(a) for env, a in zip(envs, self.actions, strict=True)]
+        over = [env.episode_over for env in envs]
+        if all(over):
+            results = finish_batch(envs, self.evaluate_many)
+            steps = [env.conclude(i, r) for env, i, r in zip(envs, infos, results, strict=True)]
+        elif any(over):
+            raise RuntimeError("the envs of a batch must end their episodes together")
+        else:
+            steps = [(env.observation(), 0.0, False, False, i) for env, i in zip(envs, infos,
+                                                                                  strict=True)]
+        # DummyVecEnv.step_wait's bookkeeping (auto-reset, terminal observation).
+        for idx, (obs, reward, terminated, truncated, info) in enumerate(steps):
+            self.buf_rews[idx] = reward
+            self.buf_dones[idx] = terminated or truncated
+            info["TimeLimit.truncated"] = truncated and not terminated
+            self.buf_infos[idx] = info
+            if self.buf_dones[idx]:
+                info["terminal_observation"] = obs
+                obs, self.reset_infos[idx] = envs[idx].reset()
+            self._save_obs(idx, obs)
+        return (self._obs_from_buf(), np.copy(self.buf_rews), np.copy(self.buf_dones),
+                deepcopy(self.buf_infos))
+
+
+def rounds(config: SearchConfig, batch: int) -> tuple[int, int]:
+    """(episodes, warm-up) rounded up to whole rounds of ``batch`` episodes: the K envs of a
+    round start together, so a round is either all warm-up (uniform random) or all agent, and
+    the last round is full (its evaluations run in parallel anyway)."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    def up(x: int) -> int:
+        return -(-x // batch) * batch
+
+    return up(config.episodes), up(config.warmup)
+
+
 # --------------------------------------------------------------------------- search
 
 
-def make_ddpg(env: PruningEnv, config: SearchConfig) -> tuple[DDPG, TruncatedNormalNoise]:
-    """SB3 DDPG with AMC's settings (see the module doc), and its exploration noise."""
+def make_ddpg(env: PruningEnv | PruningVecEnv,
+              config: SearchConfig) -> tuple[DDPG, TruncatedNormalNoise]:
+    """SB3 DDPG with AMC's settings (see the module doc), and its exploration noise.  With a
+    :class:`PruningVecEnv` of K envs, warm-up is rounded up to whole rounds (:func:`rounds`)
+    and the noise is a :class:`BatchNoise` over the returned base noise."""
     n = env.space.num_groups
     assert isinstance(env.action_space, spaces.Box)
+    batch = env.num_envs if isinstance(env, PruningVecEnv) else 1
+    _, warmup = rounds(config, batch)
     width = float(env.space.rbound - env.space.lbound) or 1.0
-    noise = TruncatedNormalNoise(config.sigma * 2.0 / width, config.sigma_decay, config.warmup,
+    noise = TruncatedNormalNoise(config.sigma * 2.0 / width, config.sigma_decay, warmup,
                                  seed=config.seed)
     model = DDPG(
         SplitLrPolicy,
         env,
         learning_rate=config.critic_lr,  # unused by the pinned optimizers; logged by SB3
         buffer_size=config.buffer_per_group * n,
-        learning_starts=config.warmup * n,
+        learning_starts=warmup * n,
         batch_size=config.batch_size,
         tau=config.tau,
         gamma=config.gamma,
-        train_freq=(1, "episode"),
+        # SB3 refuses episodic train_freq with several envs; n lockstep steps are one round.
+        train_freq=(1, "episode") if batch == 1 else (n, "step"),
         gradient_steps=-1,
-        action_noise=noise,
+        action_noise=noise if batch == 1 else BatchNoise(noise, batch),
         replay_buffer_class=EpisodeRewardBuffer,
         replay_buffer_kwargs={"baseline_alpha": config.baseline_alpha},
         policy_kwargs={"net_arch": list(config.net_arch), "actor_lr": config.actor_lr,
@@ -387,6 +523,8 @@ def run_ddpg(
     *,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     callback: SearchCallback | None = None,
+    batch: int = 1,
+    evaluate_many: BatchEvaluator | None = None,
 ) -> SearchResult:
     """Run AMC's DDPG search for ``config.episodes`` episodes; returns the best policy found.
 
@@ -394,20 +532,30 @@ def run_ddpg(
     Pass your own ``callback`` to keep a handle on the best-so-far if the search is interrupted
     (``KeyboardInterrupt`` propagates; ``callback.result("ddpg", env)`` still works).
 
-    Deterministic for a given seed on one machine: SB3 seeds Python, NumPy, torch and the action
-    space; the noise has its own seeded generator; torch runs with ``config.torch_threads``
-    threads (restored afterwards).
+    ``batch=K`` runs rounds of K episodes whose candidates are evaluated together by
+    ``evaluate_many(policies) -> [EvalResult]`` (e.g. ``RayPool.evaluate_many``; default: one
+    after the other in this process, giving the same result); episodes and warm-up are rounded
+    up to whole rounds.  ``batch=1`` without ``evaluate_many`` is the plain single-env search.
+
+    Deterministic for a given seed (and K) on one machine: SB3 seeds Python, NumPy, torch and
+    the action space; the noise has its own seeded generator; torch runs with
+    ``config.torch_threads`` threads (restored afterwards).
     """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    episodes, warmup = rounds(config, batch)
     old_threads = th.get_num_threads()
     th.set_num_threads(config.torch_threads)
     try:
-        model, noise = make_ddpg(env, config)
+        plain = batch == 1 and evaluate_many is None
+        venv = env if plain else PruningVecEnv(env, batch, evaluate_many)
+        model, noise = make_ddpg(venv, config)
         if callback is None:
-            callback = SearchCallback(config.episodes, warmup=config.warmup,
-                                      progress=config.progress, on_record=on_record)
+            callback = SearchCallback(episodes, warmup=warmup, progress=config.progress,
+                                      on_record=on_record, batch=batch)
         callback.noise = noise
-        model.learn(total_timesteps=config.episodes * env.space.num_groups, callback=callback)
-        return callback.result("ddpg", env)
+        model.learn(total_timesteps=episodes * env.space.num_groups, callback=callback)
+        return callback.result("ddpg", venv)
     finally:
         th.set_num_threads(old_threads)
 

@@ -4,18 +4,21 @@
   (bisection), evaluated once.  The hand-crafted policy AMC compares against.
 * :func:`random_search`: uniform random actions in [-1, 1] through the same action wall, for the
   same number of episodes as the agent: what the agent's learning adds over blind sampling.
+  In rounds of K (``batch=K``) the K candidates are evaluated by one ``evaluate_many`` call; the
+  actions are drawn in the same order, so the records do not depend on K.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from .agent import SearchCallback, SearchResult
 from .budget import Budget, budget_use, check_feasible
-from .env import PruningEnv
+from .env import BatchEvaluator, PruningEnv, finish_batch
 from .space import LayerSpace
 
 __all__ = ["random_search", "uniform_ratio", "uniform_search"]
@@ -75,18 +78,34 @@ def random_search(
     seed: int = 0,
     progress: bool = False,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    batch: int = 1,
+    evaluate_many: BatchEvaluator | None = None,
 ) -> SearchResult:
     """``episodes`` episodes of uniform random actions through the wall; the best one wins.
-    Records are marked ``phase="warmup"`` (uniform random actions, as the agent's warm-up)."""
+    Records are marked ``phase="warmup"`` (uniform random actions, as the agent's warm-up).
+
+    ``batch=K``: rounds of K episodes (the last one shorter if K does not divide ``episodes``)
+    whose candidates go to ``evaluate_many`` together (default: in this process, in order)."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     rng = np.random.default_rng(seed)
-    callback = SearchCallback(episodes, warmup=episodes, progress=progress, on_record=on_record)
+    envs = [env] + [env.clone() for _ in range(min(batch, episodes) - 1)]
+    callback = SearchCallback(episodes, warmup=episodes, progress=progress, on_record=on_record,
+                              batch=batch)
     callback.start()
     try:
-        for _ in range(episodes):
-            actions = rng.uniform(-1.0, 1.0, env.space.num_groups).tolist()
-            callback.record(_run(env, actions))
+        for start in range(0, episodes, batch):
+            group = envs[:min(batch, episodes - start)]
+            for e in group:
+                e.reset()
+                for a in rng.uniform(-1.0, 1.0, env.space.num_groups).tolist():
+                    e.choose(a)
+            for result in finish_batch(group, evaluate_many):
+                callback.record(result)
     finally:
         callback.close()
-    return callback.result("random", env)
+    totals = SimpleNamespace(evaluations=sum(e.evaluations for e in envs),
+                             cache_hits=sum(e.cache_hits for e in envs))
+    return callback.result("random", totals)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,8 @@ from .space import LayerSpace
 if TYPE_CHECKING:
     from onnx_amc.evaluate import CandidateEvaluator
 
-__all__ = ["EvalResult", "PolicyEvaluator", "PruningEnv", "plan_evaluator"]
+__all__ = ["BatchEvaluator", "EvalResult", "PolicyEvaluator", "PruningEnv", "finish_batch",
+           "plan_evaluator", "sequential"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,30 +128,54 @@ class PruningEnv(gym.Env):
         return self.space.observation(0, self._chosen), {}
 
     def step(self, action):
+        info = self.choose(action)
+        if not self.episode_over:
+            return self.observation(), 0.0, False, False, info
+        return self.conclude(info, self.finish())
+
+    def observation(self) -> np.ndarray:
+        """The embedding of the next group to decide (of the last one once the episode is over,
+        as the terminal observation)."""
+        t = min(len(self._chosen), self.space.num_groups - 1)
+        return self.space.observation(t, self._chosen)
+
+    # The final step is split in three so that a batch of envs (:func:`finish_batch`, the
+    # vectorised env of :mod:`.agent`) can evaluate several finished episodes in one call and
+    # still go through the same cache, reward and record code as a lone env.
+
+    @property
+    def episode_over(self) -> bool:
+        """True once every group has a keep ratio (the episode awaits its evaluation)."""
+        return len(self._chosen) >= self.space.num_groups
+
+    def choose(self, action) -> dict[str, Any]:
+        """Apply one action (map, clip with the wall, record); the step's ``info``."""
         t = len(self._chosen)
         if t >= self.space.num_groups:
             raise RuntimeError("episode is over: call reset()")
         wanted = self.to_ratio(float(np.asarray(action).reshape(-1)[0]))
         ratio = clamp_to_budget(self.budget, self.space, self._chosen, wanted)
         self._chosen.append(ratio)
-        if len(self._chosen) < self.space.num_groups:
-            obs = self.space.observation(len(self._chosen), self._chosen)
-            return obs, 0.0, False, False, {"ratio": ratio, "wanted": wanted}
-        result = self._finish()
-        obs = self.space.observation(self.space.num_groups - 1, self._chosen)
-        return obs, float(result["reward"]), True, False, {
-            "ratio": ratio, "wanted": wanted, "result": result}
+        return {"ratio": ratio, "wanted": wanted}
 
-    def _finish(self) -> dict[str, Any]:
-        key = self.space.keep_counts(self._chosen)
+    def candidate(self) -> tuple[tuple[int, ...], dict[str, float]]:
+        """The finished episode's keep counts (the cache key) and rounded policy."""
+        if not self.episode_over:
+            raise RuntimeError("the episode is not finished")
+        return self.space.keep_counts(self._chosen), self.space.policy(self._chosen)
+
+    def finish(self, ev: EvalResult | None = None, seconds: float = 0.0) -> dict[str, Any]:
+        """The finished episode's result: from the cache if its keep counts were seen, else
+        from ``ev`` (evaluated elsewhere, taking ``seconds``) or by calling ``self.evaluate``."""
+        key, policy = self.candidate()
         hit = self.cache.get(key)
         if hit is not None:
             self.cache_hits += 1
             return {**hit, "ratios": list(self._chosen), "cached": True, "eval_seconds": 0.0}
-        policy = self.space.policy(self._chosen)
-        t0 = time.perf_counter()
-        ev = self.evaluate(policy)
-        seconds = time.perf_counter() - t0
+        if ev is None:
+            t0 = time.perf_counter()
+            ev = self.evaluate(policy)
+            seconds = time.perf_counter() - t0
         self.evaluations += 1
         counts = self.space.counts_of(self._chosen)
         use = self.budget.cost(policy) / self.budget.original
@@ -177,3 +202,62 @@ class PruningEnv(gym.Env):
         logger.debug("evaluated %s: score %.4f reward %.4f budget use %.4f",
                      key, ev.score, reward, use)
         return {**result, "ratios": list(self._chosen), "cached": False, "eval_seconds": seconds}
+
+    def conclude(self, info: dict[str, Any], result: dict[str, Any]):
+        """The Gymnasium 5-tuple of the final step, given its ``info`` and ``result``."""
+        return self.observation(), float(result["reward"]), True, False, {**info, "result": result}
+
+    def clone(self) -> PruningEnv:
+        """Another env over the same space, budget, evaluator and reward that shares this one's
+        evaluation cache (its own episode state and counters): one of a batch's K copies."""
+        other = PruningEnv(self.space, self.budget, self.evaluate, reward=self.reward_fn,
+                           latency_target_ms=self.latency_target_ms)
+        other.cache = self.cache
+        return other
+
+
+#: Evaluates several rounded policies at once (e.g. on a pool of workers), results in order.
+BatchEvaluator = Callable[[Sequence[Mapping[str, float]]], Sequence[EvalResult]]
+
+
+def sequential(evaluate: PolicyEvaluator) -> BatchEvaluator:
+    """The reference :data:`BatchEvaluator`: one policy after the other, in this process."""
+
+    def evaluate_many(policies: Sequence[Mapping[str, float]]) -> list[EvalResult]:
+        return [evaluate(p) for p in policies]
+
+    return evaluate_many
+
+
+def finish_batch(envs: Sequence[PruningEnv],
+                 evaluate_many: BatchEvaluator | None = None) -> list[dict[str, Any]]:
+    """Results of several finished episodes (envs sharing one cache), in env order.
+
+    The distinct keep counts not yet cached are evaluated in ONE ``evaluate_many`` call (default:
+    :func:`sequential` on the first env's evaluator); identical candidates within the batch are
+    evaluated once, the first env in order counting the evaluation and the others cache hits,
+    exactly as if the episodes had finished one after the other.  ``eval_seconds`` of an
+    evaluated candidate is the wall time of the whole call (what the search waited for).
+    """
+    if not envs:
+        return []
+    cache = envs[0].cache
+    if any(env.cache is not cache for env in envs):
+        raise ValueError("the envs of a batch must share one evaluation cache")
+    todo: dict[tuple[int, ...], dict[str, float]] = {}
+    for env in envs:
+        key, policy = env.candidate()
+        if key not in cache and key not in todo:
+            todo[key] = policy
+    found: dict[tuple[int, ...], EvalResult] = {}
+    seconds = 0.0
+    if todo:
+        evaluate_many = evaluate_many or sequential(envs[0].evaluate)
+        t0 = time.perf_counter()
+        evs = list(evaluate_many(list(todo.values())))
+        seconds = time.perf_counter() - t0
+        if len(evs) != len(todo):
+            raise RuntimeError(f"evaluate_many returned {len(evs)} results for {len(todo)} "
+                               "policies")
+        found = dict(zip(todo, evs, strict=True))
+    return [env.finish(found.pop(env.candidate()[0], None), seconds) for env in envs]

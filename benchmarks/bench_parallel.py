@@ -1,0 +1,318 @@
+"""Parallel candidate evaluation on Ray: wall time of a fixed search with 1 and 2 workers, and
+the per-candidate costs a scaling estimate for 8-64 workers is built from.
+
+The search: DDPG on ``digits_vgg`` (tests/data/digits) under a 50% MACs budget with
+reconstruction (one evaluation ~0.5-1 s: reconstruction dominates), ``--episodes`` episodes with
+``--warmup`` of warm-up, seed 0, exactly as ``compress`` sets it up (same data splits). Runs:
+
+* ``K=1 in-process``: today's search (no Ray);
+* ``K=2 in-process``: rounds of 2 evaluated one after the other (the reference of the Ray run);
+* ``K=2 on Ray, 2 workers``: the same rounds on a local Ray pool (checked equal to the above).
+
+Then the driver's own cost per episode (proposals, env steps, SB3 training: one gradient step per
+transition) for K = 1..64 with a free fake evaluator, and the Ray overhead per task.
+
+Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_parallel.py``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pickle
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from bench_graph_ops import REPO, environment, log, md_table, write_report
+
+from graph_ops import analyze
+from onnx_amc.api import load_calib
+from onnx_amc.data import CalibrationSet, split_calibration
+from onnx_amc.scoring import CandidateScorer, ScoringSpec
+from onnx_amc.search import build_space, make_budget
+from onnx_amc.search.agent import SearchConfig, run_ddpg
+from onnx_amc.search.env import EvalResult, PruningEnv
+
+CALIB = REPO / "onnx_amc" / "assets" / "digits_calib.npz"
+
+
+def load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def setup(name: str, seed: int = 0, tile: int = 1):
+    """Spec, space, budget and a driver-side scorer, as ``compress`` builds them.  ``tile``
+    repeats the calibration set to make each evaluation proportionally costlier (the cost is
+    what is measured here; duplicated samples do not matter for it)."""
+    a = analyze(str(REPO / "tests" / "data" / "digits" / f"{name}.onnx"))
+    data = load_calib(a.model, str(CALIB), seed=seed)
+    if tile > 1:
+        data = CalibrationSet({k: np.concatenate([v] * tile) for k, v in data.inputs.items()},
+                              None if data.labels is None else np.tile(data.labels, tile),
+                              f"{data.source} x{tile}")
+    fit, rest = split_calibration(data, seed=seed)
+    search_part, _ = split_calibration(rest, seed=seed)
+    spec = ScoringSpec(model=a.model.SerializeToString(), search_data=search_part,
+                       fit_inputs=fit.inputs, reconstruct=True, threads=1, seed=seed)
+    space = build_space(a)
+    return spec, space, make_budget(space, "macs", 0.5), CandidateScorer(spec, analysis=a,
+                                                                         space=space)
+
+
+def trace(records):
+    return [(r["policy"], r["reward"]) for r in records]
+
+
+def _plain_worker(args: tuple[str, int, int]) -> float:
+    """Seconds per candidate for ``n`` random candidates in a plain process (no Ray)."""
+    name, n, tile = args
+    _, space, _, scorer = setup(name, tile=tile)
+    rng = np.random.default_rng(1)
+    policies = [space.policy(rng.uniform(0.3, 1.0, space.num_groups)) for _ in range(n + 1)]
+    scorer(policies[0])  # warm-up
+    t0 = time.perf_counter()
+    for p in policies[1:]:
+        scorer(p)
+    return (time.perf_counter() - t0) / n
+
+
+def _matmul(size: int) -> float:
+    """Seconds for a fixed amount of float32 matmul work (in cache for small sizes)."""
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    t0 = time.perf_counter()
+    for _ in range(int(4e10 / (2 * size**3))):
+        a @ a
+    return time.perf_counter() - t0
+
+
+def matmul_ceiling(size: int = 128) -> float:
+    """2-process throughput of pure in-cache matmul: what the 2 vCPUs give numeric code."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        (one,) = pool.map(_matmul, [size])
+    with ctx.Pool(2) as pool:
+        two = pool.map(_matmul, [size, size])
+    return 2 * one / max(two)
+
+
+def machine_ceiling(name: str, tile: int, n: int = 8) -> tuple[float, list[float]]:
+    """The machine's own 2-process scaling for this workload, without Ray: the same candidates
+    evaluated in 1 process, then in 2 processes at once (throughput ratio = the ceiling any
+    pool can reach here)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        (one,) = pool.map(_plain_worker, [(name, n, tile)])
+    with ctx.Pool(2) as pool:
+        two = pool.map(_plain_worker, [(name, n, tile)] * 2)
+    return one, two
+
+
+def driver_cost(space, budget, ks: Sequence[int], rounds: int) -> list[list[str]]:
+    """Seconds per episode the driver spends itself (free evaluator) in agent rounds."""
+    rows = []
+    for k in ks:
+        def free(policy):
+            return EvalResult(float(np.mean(space.ratios_of(policy))))
+
+        cfg = SearchConfig(episodes=k * (rounds + 2), warmup=k, seed=0)
+        t0 = time.perf_counter()
+        res = run_ddpg(PruningEnv(space, budget, free), cfg, batch=k)
+        total = time.perf_counter() - t0
+        # Records are stamped at the end of their round; SB3 trains after a round, so from
+        # the end of the first agent round to the end of the last, each round interval is one
+        # training (K x groups gradient steps) + one round of proposals and env steps.
+        warm_end = res.records[k - 1]["elapsed_s"]
+        agent = res.records[-1]["elapsed_s"] - res.records[2 * k - 1]["elapsed_s"]
+        per_ep = agent / (k * rounds)
+        rows.append([k, f"{total:.2f}", f"{warm_end / k * 1e3:.1f}", f"{per_ep * 1e3:.1f}",
+                     f"{per_ep * k:.3f}"])
+        log(f"driver K={k}: {per_ep * 1e3:.1f} ms per agent episode")
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="digits_vgg")
+    ap.add_argument("--episodes", type=int, default=24)
+    ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--driver-rounds", type=int, default=3)
+    ap.add_argument("--tile", type=int, default=3,
+                    help="repeat the 719 digits calibration samples this many times")
+    args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+    env_lines = environment(["ray", "stable-baselines3"])
+    spec, space, budget, scorer = setup(args.model, tile=args.tile)
+    cfg = SearchConfig(episodes=args.episodes, warmup=args.warmup, seed=0)
+    log(f"{args.model}: {space.num_groups} groups; load {load()}")
+    # One-time costs (first ORT session, torch and SB3 set-up) out of the first timed run.
+    scorer(space.policy([0.5] * space.num_groups))
+    run_ddpg(PruningEnv(space, budget, lambda p: EvalResult(0.5)),
+             SearchConfig(episodes=2, warmup=1, seed=0))
+
+    runs, results = [], {}
+
+    def timed(label: str, **kw):
+        before = load()
+        t0 = time.perf_counter()
+        res = run_ddpg(PruningEnv(space, budget, scorer), cfg, **kw)
+        wall = time.perf_counter() - t0
+        results[label] = (res, wall)
+        log(f"{label}: {wall:.1f} s ({res.evaluations} evaluations); load {load()}")
+        return res, wall, before
+
+    r1, w1, l1 = timed("K=1 in-process")
+    runs.append(["K=1, in-process (no Ray)", 1, len(r1.records), r1.evaluations, f"{w1:.1f}",
+                 "-", "1.00", l1, load()])
+    r2, w2, l2 = timed("K=2 in-process", batch=2)
+    runs.append(["K=2, in-process (reference)", 1, len(r2.records), r2.evaluations,
+                 f"{w2:.1f}", "-", f"{w1 / w2:.2f}", l2, load()])
+
+    from onnx_amc.parallel import RayPool
+
+    t0 = time.perf_counter()
+    pool = RayPool(spec, 2)
+    startup = time.perf_counter() - t0
+    log(f"ray pool (ray.init + 2 actors): {startup:.1f} s")
+    try:
+        rr, wr, lr = timed("K=2 on Ray", batch=2, evaluate_many=pool.evaluate_many)
+        stats = list(pool.stats)
+        # Ray's overhead per task without work: a policy the cache already knows is not
+        # sent, so time the pool on already evaluated policies directly.
+        pols = [r["policy"] for r in rr.records[:8]]
+        n0 = len(pool.stats)
+        pool.evaluate_many(pols)
+        rerun = pool.stats[n0:]
+    finally:
+        pool.close()
+    same = trace(rr.records) == trace(r2.records)
+    runs.append(["K=2, Ray, 2 workers", 2, len(rr.records), rr.evaluations, f"{wr:.1f}",
+                 f"{startup:.1f}", f"{w1 / wr:.2f} ({w1 / (wr + startup):.2f} with start-up)",
+                 lr, load()])
+
+    compute = [s.compute_s for s in stats]
+    overhead = [s.wall_s - s.compute_s for s in stats]
+    seq_eval = [r["eval_seconds"] for r in r1.records if not r["cached"]]
+    spec_mb = len(pickle.dumps(spec)) / 1e6
+    per_task_mb = len(pickle.dumps(rr.records[0]["policy"])) / 1e6
+
+    log("machine ceiling: plain processes")
+    one, two = machine_ceiling(args.model, args.tile)
+    ceiling = 2 * one / statistics.mean(two)
+    log(f"1 process {one:.3f} s/candidate, 2 processes {two}: x{ceiling:.2f}")
+    mm = matmul_ceiling()
+    log(f"matmul 128x128 float32, 2 processes: x{mm:.2f}")
+
+    log("driver cost sweep")
+    drows = driver_cost(space, budget, (1, 2, 8, 16, 32, 64), args.driver_rounds)
+
+    # ---- scaling estimate (K = W): round = K x driver/episode + E[max of K evals] + overhead
+    d_by_k = {int(r[0]): float(r[3]) / 1e3 for r in drows}
+    # Evaluation cost on a dedicated core: the in-process K=1 run's (the actors' are inflated
+    # by sharing 2 cores with each other, Ray and other users).
+    e_mean = statistics.mean(seq_eval)
+    o_mean = statistics.mean(overhead)
+    rng = np.random.default_rng(0)
+    d1 = d_by_k[1]
+    seq_ep = d1 + e_mean
+    srows = []
+    e_maxes = {}
+    for w in (2, 8, 16, 32, 64):
+        e_max = e_maxes[w] = float(np.mean([rng.choice(seq_eval, w).max()
+                                             for _ in range(2000)]))
+        drv = w * d_by_k[w]
+        rnd = drv + e_max + o_mean
+        srows.append([w, f"{drv:.2f}", f"{e_max:.2f}", f"{o_mean * 1e3:.0f}", f"{rnd:.2f}",
+                      f"{seq_ep * w / rnd:.1f}", f"{drv / rnd:.0%}"])
+    d_big = d_by_k[max(d_by_k)]
+    w_star = e_maxes[64] / d_big  # K x driver/episode = slowest evaluation: half a round
+    crossover = (
+        f"\n\n- driver per agent episode (K={max(d_by_k)}): {d_big * 1e3:.1f} ms for "
+        f"{space.num_groups} groups (it grows linearly with the groups: one proposal and one "
+        f"gradient step per group); slowest of 64 evaluations {e_maxes[64]:.3f} s (mean "
+        f"{e_mean:.3f} s). The driver's share of a round reaches one half at about K = W = "
+        f"slowest evaluation / driver-per-episode = **{w_star:.0f} workers** for this model; "
+        f"beyond that, adding workers mostly adds "
+        f"driver time (rounds grow by {d_big * 1e3:.0f} ms per extra episode while the "
+        "evaluation part stays one slowest candidate).\n"
+        f"- In the measured run the actors evaluated a candidate in "
+        f"{statistics.mean(compute):.3f} s on average against {e_mean:.3f} s in-process: two "
+        "evaluations at once on two shared cores (with Ray's own processes and other users) "
+        "run slower each; the estimate assumes one dedicated core per worker.\n"
+        "- What would move the bottleneck: the driver's cost is SB3 training, one gradient "
+        "step per transition after every round (AMC's schedule). Capping the gradient steps "
+        "per round, or training on round r while round r+1 is evaluated (a one-round-stale "
+        "actor), would take it off the critical path; both change the algorithm and are not "
+        "implemented. Larger models shift the crossover up in proportion to their evaluation "
+        "time over their group count.")
+
+    sections = [
+        "## Wall time of one search\n\n"
+        f"`{args.model}` ({space.num_groups} groups), calibration set "
+        f"`onnx_amc/assets/digits_calib.npz` repeated {args.tile}x (to make evaluation "
+        f"dominate: {len(spec.search_data)} search samples, {len(next(iter(spec.fit_inputs.values())))} "
+        "reconstruction samples), 50% MACs, reconstruction on, DDPG "
+        f"{args.episodes} episodes with {args.warmup} warm-up, seed 0, 1 ORT thread per "
+        "evaluation. Wall time of `run_ddpg` (the search only: the model analysis, data "
+        "loading and the final re-apply are the same in every run); Ray start-up "
+        "(`ray.init` + building 2 actors, each rebuilding the scorer from the spec) is "
+        "separate. Load averages (1/5/15 min) before and after each run: other engineers "
+        "share the 2 cores.\n\n"
+        + md_table(["run", "workers", "episodes", "evaluations", "search s", "Ray start-up s",
+                    "speed-up vs K=1", "load before", "load after"], runs)
+        + f"\n\n- Ray run equals the in-process K=2 run (policies and rewards): "
+        f"**{'yes' if same else 'NO'}**; on these same candidates Ray with 2 workers is "
+        f"**x{w2 / wr:.2f}** faster than evaluating them one after the other (K=1 and K=2 "
+        "search different candidates, of different costs)\n"
+        f"- per-candidate evaluation in the actors: mean {statistics.mean(compute):.3f} s, min "
+        f"{min(compute):.3f}, max {max(compute):.3f} (n={len(compute)}); in-process K=1 run: "
+        f"mean {statistics.mean(seq_eval):.3f} s (n={len(seq_eval)})\n"
+        f"- Ray overhead per task (driver wall - actor compute): mean "
+        f"{o_mean * 1e3:.1f} ms, max {max(overhead) * 1e3:.1f} ms; on a re-run of 8 known "
+        f"policies: mean {statistics.mean(s.wall_s - s.compute_s for s in rerun) * 1e3:.1f} ms\n"
+        f"- this machine's own ceiling for this workload, without Ray: 8 candidates in one "
+        f"process {one:.3f} s each; in two processes at once {two[0]:.3f} / {two[1]:.3f} s "
+        f"each: 2-process throughput x{ceiling:.2f}"
+        + (" (below the 1.7x target: two evaluations at once slow each other down on these "
+           "2 vCPUs, Ray or not)" if ceiling < 1.7 else "") + "\n"
+        f"- control: 128x128 float32 matmul (in cache, 1 BLAS thread), same work in 1 process "
+        f"and in each of 2 processes at once: 2-process throughput x{mm:.2f}\n"
+        f"- data shipped: the pickled spec ({spec_mb:.2f} MB: model + calibration arrays) "
+        f"goes to the object store once; per candidate a policy of {per_task_mb * 1e3:.2f} kB "
+        "and a small `EvalResult`\n",
+        "## Driver cost per episode\n\n"
+        "The driver proposes the K episodes (actor forward + noise per step), steps the envs, "
+        "stores the transitions and trains (one gradient step per transition: K x groups per "
+        f"round). Free fake evaluator; one warm-up round, then "
+        f"{args.driver_rounds + 1} agent rounds, timed over the last {args.driver_rounds} "
+        "(training + proposals each); torch 1 thread.\n\n"
+        + md_table(["K", "run s", "warm-up ms/episode", "agent ms/episode",
+                    "driver s per agent round"], drows),
+        "## Scaling estimate for 8-64 workers (K = workers)\n\n"
+        "Model: a round costs `K x driver/episode` (measured above for that K; training is "
+        "not overlapped with evaluation) + the expected slowest of K evaluations (bootstrap "
+        "over the per-candidate times of the in-process K=1 run, i.e. one dedicated core per "
+        "worker) + the measured Ray overhead per task. "
+        "Speed-up is against the sequential search (driver/episode at K=1 + mean "
+        "evaluation), per episode. The row for 2 workers is the measured configuration: "
+        f"model x{srows[0][5]} against x{w1 / wr:.2f} measured. Assumes workers as fast as these cores, the spec shipped "
+        f"once per node ({spec_mb:.2f} MB here), and candidates as costly as this model's.\n\n"
+        + md_table(["workers", "driver s/round", "slowest eval s", "overhead ms",
+                    "round s", "speed-up", "driver share"], srows) + crossover,
+    ]
+    path = write_report("parallel", "Parallel candidate evaluation on Ray (issue 7)", env_lines,
+                        sections, time.perf_counter() - t_start)
+    log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    sys.exit(main())
