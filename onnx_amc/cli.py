@@ -463,8 +463,9 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ONNX Runtime threads.")
-@click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
-              help="Round kept channel counts up to a multiple of N.")
+@click.option("--round-to", type=int, default=None,
+              help=f"Round kept channel counts up to a multiple of N (default: the fast "
+                   f"multiple measured in the --target profile, else {DEFAULT_ROUND_TO}).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a "
               "terminal).")
 @click.option("--resume", type=click.Path(), help="Continue an interrupted search: its "

@@ -148,7 +148,7 @@ def compress(
     calib_size: int | None = None,
     image_options: Any | None = None,
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
-    round_to: int = DEFAULT_ROUND_TO,
+    round_to: int | None = None,
     progress: bool = False,
     log_path: str | os.PathLike[str] | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
@@ -181,6 +181,8 @@ def compress(
         raise InputError(f"--search must be one of {', '.join(SEARCHES)}, got {search}")
     if episodes is not None and episodes < 1:
         raise InputError(f"--episodes must be >= 1, got {episodes}")
+    if round_to is None:  # the target's measured fast multiple, else the host default
+        round_to = _target_round_to(target) or DEFAULT_ROUND_TO
     if round_to < 1:
         raise InputError(f"--round-to must be a positive integer, got {round_to}")
     if providers:
@@ -351,6 +353,18 @@ def compress(
         latency_source=lat_source, target=target,
         warnings=[lsrc.warning] if lsrc is not None and lsrc.warning else [],
     )
+
+
+def _target_round_to(target: str) -> int | None:
+    """The channel multiple a target's profile measured as fastest (``round_to_hint``)."""
+    if target == "host" or target.startswith("ssh://"):
+        return None
+    from .targets.named import resolve_target
+
+    spec = resolve_target(target)
+    hint = (spec.profile or {}).get("round_to_hint") or {}
+    value = hint.get("round_to") if isinstance(hint, dict) else None
+    return int(value) if isinstance(value, int) and value >= 1 else None
 
 
 def _final_latency(target: str, lsrc: Any, a: Any, final: onnx.ModelProto,

@@ -44,7 +44,6 @@ class LatencySource:
     predict_ms: CostFn | None
     detail: str
     warning: str | None = None
-    round_to: int | None = None
 
 
 def latency_source(
@@ -94,11 +93,9 @@ def latency_source(
     if spec.profile is not None:
         pred = Predictor.from_profile(spec.profile, analysis)
         cost = pred.cost_fn(space)
-        hint = spec.profile.get("round_to")
         return LatencySource(target, "predicted", cost, "predicted", None, cost,
                              f"predicted from the latency profile '{spec.name}' "
-                             f"({pred.source})", warning=spec.warning,
-                             round_to=int(hint) if isinstance(hint, int) else None)
+                             f"({pred.source})", warning=spec.warning)
     if spec.kind == "estimate":
         est = estimate_cost_fn(space, analysis)
         return LatencySource(target, "estimated", est, "estimated", None, None,

