@@ -186,7 +186,7 @@ def _limits(max_accuracy_drop, min_speedup, max_size):
     return limits
 
 
-def _check_report_dir(report_dir: str | None, model: str) -> Path | None:
+def _check_report_dir(report_dir: str | None) -> Path | None:
     if report_dir is None:
         return None
     d = Path(report_dir)
@@ -287,7 +287,7 @@ def prune(model: str, out: str, keep: float | None, policy: str | None, criterio
         raise InputError("give exactly one of --keep R or --policy FILE.json")
     out_path = _check_output(model, out)
     limits = _limits(max_accuracy_drop, min_speedup, max_size)
-    rdir = _check_report_dir(report_dir, model)
+    rdir = _check_report_dir(report_dir)
     if limits.max_accuracy_drop is not None and calib is None:
         raise InputError("--max-accuracy-drop needs --calib DATA to score the model before "
                          "and after")
@@ -378,7 +378,7 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
     """Print accuracy (with labels), fidelity to --reference, and measured latency. Gates
     compare MODEL with --reference (exit 1 when one fails)."""
     limits = _limits(max_accuracy_drop, min_speedup, max_size)
-    rdir = _check_report_dir(report_dir, model)
+    rdir = _check_report_dir(report_dir)
     if reference is None and (limits.max_accuracy_drop is not None
                               or limits.min_speedup is not None):
         raise InputError("--max-accuracy-drop and --min-speedup compare with the original: "
@@ -489,7 +489,7 @@ def compress(model: str, out: str, calib: str, flops: float | None, params: floa
 
     out_path = _check_output(model, out)
     limits = _limits(max_accuracy_drop, min_speedup, max_size)
-    rdir = _check_report_dir(report_dir, model)
+    rdir = _check_report_dir(report_dir)
     if limits.min_speedup is not None and not (target == "host" or target.startswith("ssh://")):
         raise InputError("--min-speedup is checked on measured latency: use --target host or "
                          "ssh://..., not a profile or name (predicted)")

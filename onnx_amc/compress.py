@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from graph_ops import DEFAULT_ROUND_TO, analyze, apply, count, group_macs, save_model
+from graph_ops import DEFAULT_ROUND_TO, analyze, count, group_macs, save_model
 from graph_ops.load import write_atomic
 
 from .errors import InputError
@@ -171,6 +171,7 @@ def compress(
     from .api import load_calib
     from .data import CalibrationSet, split_calibration
     from .evaluate import Evaluator
+    from .report.build import source_info
     from .scoring import CandidateScorer, ScoringSpec
     from .search import build_space, make_budget
     from .search.env import PruningEnv
@@ -232,7 +233,9 @@ def compress(
                        providers=tuple(providers) if providers else None,
                        latency_target=lsrc.measure if lsrc is not None else None)
     evaluate_policy = CandidateScorer(spec, analysis=a, space=space)
-    if lsrc is None and target != "host":  # a FLOPs/params search reported on a target
+    if lsrc is None and target != "host" and not target.startswith("ssh://"):
+        # A FLOPs/params search reported on a profile or a name: its latency is predicted
+        # (or estimated). Host and ssh results are measured directly by _final_latency.
         from .latency_budget import latency_source
 
         lsrc = latency_source(target, a, space, threads=threads, providers=providers)
@@ -312,15 +315,7 @@ def compress(
             log_fh.close()
 
     best = max(records, key=lambda r: r["reward"])
-    ratios = space.ratios_of(best["policy"])
-    plan = space.plan(ratios)
-    final = apply(a, plan)
-    report = None
-    if reconstruct:
-        from .reconstruct import reconstruct as fit_weights
-
-        final, report = fit_weights(a.model, final, a, plan, fit.inputs, threads=threads,
-                                    seed=seed)
+    final, plan, report = evaluate_policy.build(best["policy"])
     before, after = count(a), count(a, plan.keep)
     lat_before = lat_after = None
     lat_source = "measured"
@@ -349,7 +344,7 @@ def compress(
         episodes_run=len(records), interrupted=interrupted, records=records,
         reconstruction=report, groups=groups, seconds=time.perf_counter() - t_start,
         latency_before=lat_before, latency_after=lat_after, warmup=warmup, round_to=round_to,
-        reconstruct=reconstruct, source=_source_info(model, a.model),
+        reconstruct=reconstruct, source=source_info(model),
         latency_source=lat_source, target=target,
         warnings=[lsrc.warning] if lsrc is not None and lsrc.warning else [],
     )
@@ -389,20 +384,6 @@ def _final_latency(target: str, lsrc: Any, a: Any, final: onnx.ModelProto,
     if lsrc is not None and lsrc.predict_ms is not None:
         return float(lsrc.predict_ms({})), float(lsrc.predict_ms(policy)), "predicted"
     return None, None, "estimated"
-
-
-def _source_info(model: Any, loaded: onnx.ModelProto) -> dict[str, Any]:
-    """Where the input came from, for reports: the file's path and hash, or the hash of the
-    serialized model when it was given in memory."""
-    import hashlib
-
-    if isinstance(model, str | os.PathLike):
-        data = Path(model).read_bytes()
-        return {"path": str(model), "sha256": hashlib.sha256(data).hexdigest(),
-                "bytes": len(data)}
-    data = model if isinstance(model, bytes) else loaded.SerializeToString()
-    return {"path": "<in-memory model>", "sha256": hashlib.sha256(data).hexdigest(),
-            "bytes": len(data)}
 
 
 def layer_kind(analysis: Any, group: Any) -> str | None:

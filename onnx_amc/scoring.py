@@ -19,6 +19,7 @@ from graph_ops import analyze, apply
 
 if TYPE_CHECKING:
     from graph_ops import Analysis
+    from graph_ops.plan import PrunePlan
 
     from .data import CalibrationSet
     from .search.env import EvalResult
@@ -98,17 +99,23 @@ class CandidateScorer:
             self._timer = self.make_timer()
         return self._timer(self.analysis.model)
 
-    def candidate(self, policy: Mapping[str, float]) -> onnx.ModelProto:
-        """The pruned (and, if asked, reconstructed) model of ``policy``."""
+    def build(self, policy: Mapping[str, float]) -> tuple[onnx.ModelProto, PrunePlan, Any]:
+        """The pruned (and, if asked, reconstructed) model of ``policy``, its plan, and the
+        reconstruction report (None without reconstruction)."""
         plan = self.space.plan(self.space.ratios_of(policy))
         model = apply(self.analysis, plan)
+        report = None
         if self.spec.reconstruct:
             from .reconstruct import reconstruct as fit_weights
 
-            model, _ = fit_weights(self.analysis.model, model, self.analysis, plan,
-                                   self.spec.fit_inputs, threads=self.spec.threads,
-                                   seed=self.spec.seed)
-        return model
+            model, report = fit_weights(self.analysis.model, model, self.analysis, plan,
+                                        self.spec.fit_inputs, threads=self.spec.threads,
+                                        seed=self.spec.seed)
+        return model, plan, report
+
+    def candidate(self, policy: Mapping[str, float]) -> onnx.ModelProto:
+        """The pruned (and, if asked, reconstructed) model of ``policy``."""
+        return self.build(policy)[0]
 
     def __call__(self, policy: Mapping[str, float]) -> EvalResult:
         from .search.env import EvalResult

@@ -23,6 +23,7 @@ __all__ = [
     "COMMANDS",
     "REPORT_FORMAT",
     "file_info",
+    "source_info",
     "load_schema",
     "new_report",
     "to_jsonable",
@@ -103,6 +104,16 @@ def file_info(path: str | os.PathLike[str]) -> dict[str, Any]:
             digest.update(chunk)
             size += len(chunk)
     return {"path": str(p), "sha256": digest.hexdigest(), "bytes": size}
+
+
+def source_info(model: Any) -> dict[str, Any]:
+    """:func:`file_info` of a path; for a model given in memory (bytes or ``ModelProto``), the
+    hash and size of its serialized bytes, so reports identify it all the same."""
+    if isinstance(model, str | os.PathLike):
+        return file_info(model)
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    return {"path": "<in-memory model>", "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data)}
 
 
 def to_jsonable(value: Any) -> Any:

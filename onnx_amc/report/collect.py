@@ -5,12 +5,10 @@ Python API and the demo fill reports the same way."""
 from __future__ import annotations
 
 import os
-import platform
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from .build import file_info, new_report
+from .build import file_info, new_report, source_info
 
 __all__ = ["metrics_dict", "latency_dict", "side", "device_info", "compress_report",
            "prune_report", "evaluate_report", "finish"]
@@ -55,24 +53,19 @@ def side(*, params: int, macs: int | None, size_bytes: int | None = None,
             "size_bytes": size_bytes, "latency": latency, "metrics": metrics_dict(metrics)}
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def device_info(*, target: str = "host", threads: int = 1,
                 providers: Sequence[str] | None = None) -> dict[str, Any]:
+    """This host as the measurement code describes it (``remote_bench.device_info``), plus the
+    target and the session settings the latency numbers used."""
     import onnxruntime as ort
 
-    return {"target": target, "cpu": _cpu_name(), "machine": platform.machine(),
-            "cores": os.cpu_count(), "threads": int(threads),
+    from ..targets.remote_bench import device_info as host_info
+
+    info = host_info(ort)
+    return {"target": target, "cpu": info["cpu"], "machine": info["machine"],
+            "cores": info["cores"], "threads": int(threads),
             "provider": (list(providers) if providers else ["CPUExecutionProvider"])[0],
-            "onnxruntime": ort.__version__}
+            "onnxruntime": info["onnxruntime"]}
 
 
 def _size(path: str | os.PathLike[str] | None) -> int | None:
@@ -80,16 +73,8 @@ def _size(path: str | os.PathLike[str] | None) -> int | None:
 
 
 def _input_info(model: Any) -> dict[str, Any]:
-    """A path's file info; a ready info dict as is; else the hash of the serialized model."""
-    if isinstance(model, dict):
-        return dict(model)
-    if isinstance(model, str | os.PathLike):
-        return file_info(model)
-    import hashlib
-
-    data = model if isinstance(model, bytes) else model.SerializeToString()
-    return {"path": "<in-memory model>", "sha256": hashlib.sha256(data).hexdigest(),
-            "bytes": len(data)}
+    """A ready info dict as is; else :func:`source_info` of the path or in-memory model."""
+    return dict(model) if isinstance(model, dict) else source_info(model)
 
 
 def _groups(groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -51,6 +51,7 @@ from graph_ops import Analysis, analyze, apply, importance, keep_count, make_pla
 from onnx_amc.errors import InputError
 from onnx_amc.latency import measure, measure_interleaved, random_inputs, resolve_providers
 
+from . import remote_bench
 from .predict import FORMAT, VERSION, Unit, find_units, model_fingerprint, validate_profile
 
 __all__ = ["build_profile", "device_info", "kernel_times", "round_to_hint"]
@@ -67,23 +68,10 @@ Progress = Callable[[int], None]
 # Device and sessions
 # --------------------------------------------------------------------------------------------
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key = line.split(":", 1)[0].strip().lower()
-            if key in ("model name", "hardware", "processor") and ":" in line:
-                value = line.split(":", 1)[1].strip()
-                if value and not value.isdigit():
-                    return value
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def device_info(threads: int, providers: Sequence[str]) -> dict[str, Any]:
     """What a latency number depends on besides the model."""
     return {
-        "cpu": _cpu_model(),
+        "cpu": remote_bench.cpu_model(),
         "cores": os.cpu_count(),
         "machine": platform.machine(),
         "system": platform.system(),
@@ -99,8 +87,6 @@ def _session(model: bytes, threads: int, providers: Sequence[str], folder: str
     """The session options of :func:`onnx_amc.latency.make_session` (shared helper), plus the
     profiler and a weight-less dump of the optimised graph (to tell boundary reorders from the
     unit's own kernels)."""
-    from . import remote_bench
-
     opts, names, provider_options = remote_bench.session_options(
         ort, threads, resolve_providers(providers))
     opts.enable_profiling = True

@@ -332,7 +332,7 @@ def random_feeds(specs, seed: int = 0) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """CPU name from /proc/cpuinfo (x86 ``model name``; ARM ``Hardware``/part ids), else platform."""
     fields: dict[str, str] = {}
     try:
@@ -362,7 +362,7 @@ def _usable_cores() -> int | None:
 def device_info(ort=None) -> dict:
     """What the numbers were measured on; identical keys on the host and on a remote device."""
     info = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "usable_cores": _usable_cores(),
         "machine": platform.machine(),
