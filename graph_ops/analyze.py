@@ -154,6 +154,16 @@ def analyze(
     return _finalize(m, view, ctx, shapes)
 
 
+def _dense_ranks(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values, return_inverse=True)[1]`` for small non-negative ints, in O(n):
+    union-find roots are ids below the array's length."""
+    if not values.size:
+        return np.zeros(0, dtype=np.int64)
+    present = np.zeros(int(values.max()) + 1, dtype=np.int64)
+    present[values] = 1
+    return (np.cumsum(present) - 1)[values]
+
+
 def _tied(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether kept counts of two layouts stay in a fixed ratio for every keep mask: the same
     classes, each repeated in the same proportion."""
@@ -180,16 +190,17 @@ def _finer_partition(a: tuple[int, np.ndarray], b: tuple[int, np.ndarray]
 def _finalize(m: onnx.ModelProto, view: GraphView, ctx: Context,
               input_shapes: dict[str, tuple[int, ...]]) -> Analysis:
     roots = ctx.uf.roots()
-    _, raw_to_class = np.unique(roots, return_inverse=True)
-    raw_to_class = raw_to_class.astype(np.int64)
+    raw_to_class = _dense_ranks(roots)
     n_classes = int(raw_to_class.max()) + 1 if raw_to_class.size else 0
 
-    # Groups: classes created together by one producer belong to one group.
+    # Groups: classes created together by one producer belong to one group (one vectorised
+    # union over every birth at once: per-birth calls cost more than the unions on small graphs).
     guf = UnionFind()
     guf.make(n_classes)
-    for birth in ctx.births:
-        cls = raw_to_class[birth.layout]
-        guf.union_arrays(np.full_like(cls, cls[0]), cls)
+    births = [raw_to_class[b.layout] for b in ctx.births if b.layout.size]
+    if births:
+        guf.union_arrays(np.concatenate([np.full_like(c, c[0]) for c in births]),
+                         np.concatenate(births))
     groot = guf.roots()
 
     # Channel counts read through Shape() must stay tied to the tensor they are used on.
@@ -223,7 +234,8 @@ def _finalize(m: onnx.ModelProto, view: GraphView, ctx: Context,
         first_birth.setdefault(r, birth.tensor)
         lst = order.setdefault(r, [])
         fresh = cls[~seen[cls]]
-        fresh = fresh[np.sort(np.unique(fresh, return_index=True)[1])]
+        if fresh.size > 1 and not (fresh[1:] > fresh[:-1]).all():  # dedupe, keep order
+            fresh = fresh[np.sort(np.unique(fresh, return_index=True)[1])]
         lst.extend(fresh.tolist())
         seen[fresh] = True
         node = view.nodes[birth.node_index]
