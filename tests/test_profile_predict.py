@@ -285,3 +285,25 @@ def test_profile_command_bad_input_exits_2(tmp_path, monkeypatch, args, message)
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def _dynamic_hw_model():
+    """The digits model with symbolic height and width, as many detectors and OCR models
+    are exported."""
+    import onnx
+
+    m = onnx.load(str(DIGITS))
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "h", "w"
+    del m.graph.value_info[:]
+    return m
+
+
+def test_profile_of_dynamic_input_model_uses_pinned_shapes() -> None:
+    m = _dynamic_hw_model()
+    with pytest.raises(InputError, match="--input-shape"):
+        build_profile(m, time_budget_s=5, variants=1, levels=2)
+    doc = build_profile(m, input_shapes=SHAPES, time_budget_s=5, variants=1, levels=2)
+    assert doc["model"]["input_shapes"] == {"input": [1, 1, 32, 32]}
+    assert len(doc["correction"]["points"]) == 2
+    assert all(p["measured_ms"] > 0 for p in doc["correction"]["points"])

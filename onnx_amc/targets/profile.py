@@ -718,11 +718,12 @@ def _build_model_profile(doc: dict[str, Any], analysis: Analysis, *, threads: in
         left = time_budget_s - (time.perf_counter() - t0)
         cap = float(min(6.0, max(1.0, left / max(1, len(models)))))
         ratios = [1.0]
-        originals = [measure(models[0], threads=threads, providers=providers,
+        feeds = _pinned_feeds(analysis, seed)
+        originals = [measure(models[0], feeds, threads=threads, providers=providers,
                              time_cap_s=cap).median_ms]
         for m in models[1:]:
-            o, v = measure_interleaved([models[0], m], threads=threads, providers=providers,
-                                       time_cap_s=cap)
+            o, v = measure_interleaved([models[0], m], feeds, threads=threads,
+                                       providers=providers, time_cap_s=cap)
             originals.append(o.median_ms)
             ratios.append(v.median_ms / o.median_ms)
         base_ms = min(originals)
@@ -752,6 +753,18 @@ def _build_model_profile(doc: dict[str, Any], analysis: Analysis, *, threads: in
                f"{variants} random pruned variants; each variant's latency is its median ratio "
                "to the original in one interleaved run times the original's lowest median",
     }
+
+
+def _pinned_feeds(analysis: Analysis, seed: int) -> dict[str, np.ndarray]:
+    """Random inputs at the analysed shapes: the pruned variants keep the model's dynamic input
+    dims, which ``--input-shape`` pins for the analysis (a leading symbolic batch becomes 1)."""
+    specs = []
+    for name, vi in analysis.view.graph_inputs.items():
+        shape = analysis.view.shape(name) or ()
+        dims = [d if isinstance(d, int) and d > 0 else 1 for d in shape]
+        dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        specs.append((name, dims, dtype.name))
+    return remote_bench.random_feeds(specs, seed)
 
 
 def _time_unit(samples: Mapping[tuple[int, int], tuple | None], like: onnx.ModelProto,
