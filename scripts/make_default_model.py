@@ -37,6 +37,7 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,10 +210,12 @@ def train(
     batch_size: int = 64,
     lr: float = 3e-3,
     max_shift: int = 3,
-) -> DigitsCNN:
-    """Adam + one-cycle schedule on the training split only."""
+    make_model: Callable[[], nn.Module] = DigitsCNN,
+) -> nn.Module:
+    """Adam + one-cycle schedule on the training split only; ``make_model`` lets the digits
+    zoo (scripts/make_digits_zoo.py) train its architectures with the same recipe."""
     seed_everything(seed)
-    model = DigitsCNN()
+    model = make_model()
     gen = torch.Generator().manual_seed(seed)
     x_tr = torch.from_numpy(split.x_train)
     y_tr = torch.from_numpy(split.y_train)

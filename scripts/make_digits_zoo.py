@@ -255,59 +255,6 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
 # ----------------------------------------------------------------------- training
 
 
-def train(
-    make_model: Callable[[], nn.Module],
-    split: dm.Split,
-    seed: int,
-    epochs: int,
-    batch_size: int = 64,
-    lr: float = 3e-3,
-    max_shift: int = 3,
-) -> nn.Module:
-    """Adam + one-cycle on the training split only; same recipe as the default model.
-
-    This mirrors ``make_default_model.train`` (which is hard-wired to its own network)
-    so that all digits models share one recipe; the building blocks (seeding, shift
-    augmentation) are the imported originals.
-    """
-    dm.seed_everything(seed)
-    model = make_model()
-    gen = torch.Generator().manual_seed(seed)
-    x_tr = torch.from_numpy(split.x_train)
-    y_tr = torch.from_numpy(split.y_train)
-    steps_per_epoch = (len(y_tr) + batch_size - 1) // batch_size
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch
-    )
-    for epoch in range(epochs):
-        model.train()
-        perm = torch.randperm(len(y_tr), generator=gen)
-        total, correct, loss_sum = 0, 0, 0.0
-        for b in range(steps_per_epoch):
-            idx = perm[b * batch_size : (b + 1) * batch_size]
-            xb = dm.random_shift(x_tr[idx], max_shift, gen)
-            yb = y_tr[idx]
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.item() * len(yb)
-            correct += int((logits.argmax(1) == yb).sum())
-            total += len(yb)
-        LOG.info(
-            "epoch %2d/%d  loss %.4f  train-acc %.4f",
-            epoch + 1,
-            epochs,
-            loss_sum / total,
-            correct / total,
-        )
-    model.eval()
-    return model
-
-
 # ------------------------------------------------------------------------- export
 
 
@@ -381,7 +328,7 @@ def build_one(name: str, split: dm.Split, seed: int, epochs: int, out: Path) -> 
     make_model, description = MODELS[name]
     LOG.info("=== %s", name)
     t0, c0 = time.perf_counter(), time.process_time()
-    model = train(make_model, split, seed, epochs)
+    model = dm.train(split, seed, epochs, make_model=make_model)
     train_seconds = time.perf_counter() - t0
     train_cpu_seconds = time.process_time() - c0
 
