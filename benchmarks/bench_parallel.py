@@ -47,6 +47,11 @@ def load() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def load1() -> str:
+    """The 1-minute load average (table cells)."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
 def setup(name: str, seed: int = 0, tile: int = 1):
     """Spec, space, budget and a driver-side scorer, as ``compress`` builds them.  ``tile``
     repeats the calibration set to make each evaluation proportionally costlier (the cost is
@@ -164,20 +169,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_ddpg(PruningEnv(space, budget, lambda p: EvalResult(0.5)),
              SearchConfig(episodes=2, warmup=1, seed=0))
 
-    runs, results = [], {}
-
     def timed(label: str, **kw):
-        before = load()
+        before = load1()
         t0 = time.perf_counter()
         res = run_ddpg(PruningEnv(space, budget, scorer), cfg, **kw)
         wall = time.perf_counter() - t0
-        results[label] = (res, wall)
         log(f"{label}: {wall:.1f} s ({res.evaluations} evaluations); load {load()}")
         return res, wall, before
 
     r1, w1, l1 = timed("K=1 in-process")
     seq_row = ["K=1, in-process (no Ray)", "-", f"{w1:.1f}", "-", "-", "-", "-",
-               f"{l1.split(',')[0]} -> {load().split(',')[0]}"]
+               f"{l1} -> {load1()}"]
 
     from onnx_amc.parallel import RayPool
 
@@ -216,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ray_walls.append(wr)
             rows_k.append([f"K={k}", rep + 1, f"{wk:.1f}", f"{wr:.1f}", f"{startup:.1f}",
                            f"**{wk / wr:.2f}**", f"{wk / (wr + startup):.2f}",
-                           f"{lk.split(',')[0]} -> {lr.split(',')[0]} -> {load().split(',')[0]}"])
+                           f"{lk} -> {lr} -> {load1()}"])
         vs_seq[k] = w1 / statistics.median(ray_walls)
         same_rows.append(f"K={k}: {'yes' if same else 'NO'}")
     runs = [seq_row, *rows_k]

@@ -127,7 +127,7 @@ def _run(path: Path, calib: Path, kind: str, budget: float, search: str, seed: i
 
 def _run_cell(name: str, path: Path, calib: Path, kind: str, budget: float, recon: bool,
               args: argparse.Namespace, a: Any, learned: list[list[Any]]) -> Cell:
-    shapes = _input_shapes(name)
+    shapes = dict(a.input_shapes) or None  # the pinned shapes the model was analysed at
     cell = Cell()
     for seed in range(args.seeds):
         for search in SEARCHES:
