@@ -60,12 +60,11 @@ def _select(group: ChannelGroup, score: np.ndarray, k: int) -> np.ndarray:
     if group.blocks <= 1:
         order = np.argsort(-s, kind="stable")[:k]
         return np.sort(order)
-    per = k // group.blocks
-    chosen = []
-    for b in range(group.blocks):
-        pos = np.flatnonzero(group.block_of == b)
-        chosen.append(pos[np.argsort(-s[pos], kind="stable")[:per]])
-    return np.sort(np.concatenate(chosen))
+    # One stable sort by (block, -score) instead of a loop over blocks (ResNeXt has 32 each).
+    order = np.lexsort((-s, group.block_of))
+    block = group.block_of[order]
+    rank = np.arange(order.size) - np.searchsorted(block, block)
+    return np.sort(order[rank < k // group.blocks])
 
 
 def make_plan(
