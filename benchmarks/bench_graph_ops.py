@@ -39,7 +39,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,7 +215,8 @@ def _prune(a: Analysis) -> tuple[np.ndarray, onnx.ModelProto]:
     return plan.keep, apply(a, plan)
 
 
-def time_ours(item: Item, reps: int, tmpdir: Path) -> OursResult:
+def time_ours(item: Item, reps: int, tmpdir: Path) -> Generator[None, None, OursResult]:
+    """One repetition per ``next()``; the result is the generator's return value."""
     model = onnx.load(str(item.path))
     t_an: list[float] = []
     t_pa: list[float] = []
@@ -241,6 +242,7 @@ def time_ours(item: Item, reps: int, tmpdir: Path) -> OursResult:
             _, pf = _prune(af)
             save_model(pf, out)
         del af, pf
+        yield
     assert a is not None and keep is not None
     return OursResult(
         analyze_s=statistics.median(t_an),
@@ -274,7 +276,8 @@ def _short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:90]}{'...' if len(text) > 90 else ''}"
 
 
-def time_torch_pruning(name: str, reps: int) -> TPResult:
+def time_torch_pruning(name: str, reps: int) -> Generator[None, None, TPResult]:
+    """One repetition per ``next()``, like ``time_ours``."""
     import torch
     import torch_pruning as tp
 
@@ -308,6 +311,7 @@ def time_torch_pruning(name: str, reps: int) -> TPResult:
             return res
         t_c.append(t1 - t0)
         t_s.append(t2 - t1)
+        yield
     res.construct_s = statistics.median(t_c)
     res.step_s = statistics.median(t_s)
     res.total_s = statistics.median(c + s for c, s in zip(t_c, t_s, strict=True))
@@ -394,6 +398,22 @@ def frozen_summary(a: Analysis, limit: int = 4) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def interleaved(*runs: Generator[None, None, Any]) -> list[Any]:
+    """Alternate the repetitions of several timed runs (ours, Torch-Pruning's) so that both
+    sample the same stretches of this VM's speed, which drifts by tens of percent within a
+    minute; returns each run's result."""
+    results: list[Any] = [None] * len(runs)
+    active = dict(enumerate(runs))
+    while active:
+        for i, run in list(active.items()):
+            try:
+                next(run)
+            except StopIteration as stop:
+                results[i] = stop.value
+                del active[i]
+    return results
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -417,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # class of machine torch's OpenMP path is slower with 2 at these small sizes).
         torch.set_num_threads(1)
         torch_threads = str(torch.get_num_threads())
-        time_torch_pruning("mlp_gemm", 1)  # warm-up: lazy imports inside torch_pruning
+        interleaved(time_torch_pruning("mlp_gemm", 1))  # warm-up: torch_pruning's lazy imports
 
     from tests.zoo import torch_macs
 
@@ -430,11 +450,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_graph_ops_") as tmp:
         for item in items:
             log(f"[{time.perf_counter() - start:6.1f}s] {item.kind} {item.name}: graph_ops ...")
-            ours = time_ours(item, args.reps, Path(tmp))
-            tp_res: TPResult | None = None
+            runs: list[Generator[None, None, Any]] = [time_ours(item, args.reps, Path(tmp))]
             if item.kind == "zoo" and not args.no_tp:
-                log(f"[{time.perf_counter() - start:6.1f}s] {item.name}: torch-pruning ...")
-                tp_res = time_torch_pruning(item.name, args.tp_reps)
+                log(f"[{time.perf_counter() - start:6.1f}s] {item.name}: + torch-pruning ...")
+                runs.append(time_torch_pruning(item.name, args.tp_reps))
+            ours, *tp = interleaved(*runs)
+            tp_res: TPResult | None = tp[0] if tp else None
             a = ours.analysis
             cov = coverage(a, ours.keep)
 
@@ -501,6 +522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Torch-Pruning: MetaPruner(MagnitudeImportance(p=1), pruning_ratio=0.5, final "
         f"classifier/heads ignored), construction (traces the model) + step(), median of "
         f"{args.tp_reps} fresh deep copies; torch threads {torch_threads}. "
+        "The repetitions of the two sides alternate (one of ours, one of Torch-Pruning's, "
+        "...), so both medians sample the same stretches of this VM's drifting speed. "
         "'TP total / ours' > 1 means graph_ops (in-memory total) is faster."
         + (f" Geometric mean over the zoo models where both ran: {geo:.2f}x." if geo else ""),
     ]
