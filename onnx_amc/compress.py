@@ -379,7 +379,7 @@ def _final_latency(target: str, lsrc: Any, a: Any, final: onnx.ModelProto,
 
         b, af = SshTarget.parse(target).measure_many(
             [a.model.SerializeToString(), final.SerializeToString()], threads=threads,
-            providers=provs)
+            providers=provs, input_shapes={k: v[:1].shape for k, v in data.inputs.items()})
         return b, af, "measured"
     if lsrc is not None and lsrc.predict_ms is not None:
         return float(lsrc.predict_ms({})), float(lsrc.predict_ms(policy)), "predicted"

@@ -76,10 +76,13 @@ class CandidateScorer:
             from .targets.ssh import SshTarget
 
             remote = SshTarget.parse(target)
+            # The device times at the calibration data's shapes, as the host would.
+            shapes = {k: v[:1].shape for k, v in self.spec.search_data.inputs.items()}
 
             def remote_timer(model: onnx.ModelProto) -> float:
                 (stats,) = remote.measure_many([model.SerializeToString()],
-                                               threads=self.spec.threads, providers=providers)
+                                               threads=self.spec.threads, providers=providers,
+                                               input_shapes=shapes)
                 return float(stats.median_ms)
 
             return remote_timer

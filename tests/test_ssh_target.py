@@ -98,6 +98,35 @@ def test_remote_main_protocol_in_process() -> None:
     assert rc == remote_bench.FATAL_EXIT and "unknown settings" in msgs[0]["message"]
 
 
+def _dynamic_hw_classifier() -> bytes:
+    """The test classifier with symbolic H and W (as many detectors and OCR models ship)."""
+    m = make_classifier(batch="N", hw=8)
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"
+    return m.SerializeToString()
+
+
+def test_remote_times_dynamic_inputs_at_the_pinned_shapes() -> None:
+    model = _dynamic_hw_classifier()
+    rc, msgs = _run_main(remote_bench.encode_batch(FAST, [model]))
+    assert rc == 0 and msgs[1]["type"] == "error" and "dynamic dimension 2" in msgs[1]["message"]
+    small, big = (dict(FAST, input_shapes={"x": [1, 3, hw, hw]}) for hw in (8, 128))
+    (_, r_small, _), (_, r_big, _) = (_run_main(remote_bench.encode_batch(s, [model]))[1][:3]
+                                      for s in (small, big))
+    assert r_small["type"] == r_big["type"] == "result"
+    assert r_big["median_ms"] > 2 * r_small["median_ms"]  # 256x the pixels
+    # A pinned shape that contradicts a static dim is refused, not silently used.
+    rc, msgs = _run_main(remote_bench.encode_batch(
+        dict(FAST, input_shapes={"x": [1, 4, 8, 8]}), [model]))
+    assert msgs[1]["type"] == "error" and "not the pinned" in msgs[1]["message"]
+    rc, msgs = _run_main(remote_bench.encode_batch(dict(FAST, input_shapes={"x": [1, -3]}), []))
+    assert rc == remote_bench.FATAL_EXIT and "input_shapes" in msgs[0]["message"]
+    # The host target takes the same argument and gives the same kind of number.
+    (local,) = host.HostTarget().measure_many([model], input_shapes={"x": (1, 3, 128, 128)},
+                                              **FAST)
+    assert 1 / 3 < local.median_ms / r_big["median_ms"] < 3
+
+
 # ---------------------------------------------------------------------------------------------
 # A real sshd on localhost
 # ---------------------------------------------------------------------------------------------
@@ -211,6 +240,14 @@ def test_batched_measurement_in_one_connection(sshd: Sshd) -> None:
     assert set(info) == set(host.device_info())
     assert info["onnxruntime"] == host.device_info()["onnxruntime"]
     assert info["used_providers"] == ["CPUExecutionProvider"]
+
+
+def test_dynamic_input_model_is_timed_at_the_pinned_shape_over_ssh(sshd: Sshd) -> None:
+    model = _dynamic_hw_classifier()
+    with pytest.raises(InputError, match="dynamic dimension"):
+        sshd.target().measure_many([model], **FAST)
+    (stats,) = sshd.target().measure_many([model], input_shapes={"x": (1, 3, 48, 48)}, **FAST)
+    assert stats.runs >= 10 and stats.median_ms > 0
 
 
 def test_check_returns_device_info(sshd: Sshd) -> None:

@@ -120,3 +120,28 @@ def test_flops_search_measured_on_a_device_over_ssh(sshd, monkeypatch, tmp_path)
     assert res.latency_source == "measured" and res.target == url
     assert res.latency_after.median_ms > 0 and res.latency_before.median_ms > 0
     assert sshd.logins() - before == 2  # the check at start, one batch for before/after
+
+
+def test_dynamic_hw_model_is_measured_over_ssh_at_the_data_shape(sshd, monkeypatch,  # noqa: F811
+                                                                   tmp_path):
+    """A model with symbolic H and W (declared dims the device cannot guess) is timed on the
+    device at the calibration data's shape, as on the host."""
+    import onnx
+
+    from onnx_amc import compress
+    from onnx_amc.targets import ssh as ssh_mod
+
+    m = onnx.load(str(MODEL))
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"
+    path = tmp_path / "dynamic_hw.onnx"
+    onnx.save(m, str(path))
+    url = sshd.target().url
+    real = ssh_mod.SshTarget.parse
+    monkeypatch.setattr(ssh_mod.SshTarget, "parse", staticmethod(
+        lambda u, **kw: real(u, config_file=sshd.client_config, **kw)))
+    name = m.graph.input[0].name
+    res = compress(str(path), calib=str(CALIB), flops=0.5, search="uniform",
+                   target=url, input_shapes={name: (1, 1, 32, 32)})
+    assert res.latency_source == "measured"
+    assert res.latency_after.median_ms > 0 and res.latency_before.median_ms > 0

@@ -7,14 +7,16 @@ as a remote device's header from :mod:`onnx_amc.targets.remote_bench` (both call
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import onnxruntime as ort
 
-from onnx_amc.latency import LatencyStats, measure, resolve_providers
+from onnx_amc.errors import InputError
+from onnx_amc.latency import LatencyStats, make_session, measure, resolve_providers
 from onnx_amc.targets import remote_bench
+from onnx_amc.targets.remote_bench import BenchInputError, input_specs, random_feeds
 
 __all__ = ["HostTarget", "available_providers", "device_info"]
 
@@ -56,12 +58,25 @@ class HostTarget:
         warmup: int = 10,
         min_runs: int = 20,
         min_time_s: float = 0.5,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> list[LatencyStats]:
-        """Each model measured on its own by :func:`onnx_amc.latency.measure`, in order."""
+        """Each model measured on its own by :func:`onnx_amc.latency.measure`, in order;
+        ``input_shapes`` as for :meth:`SshTarget.measure_many`."""
         names = resolve_providers(providers)
+
+        def session_and_feeds(m: bytes) -> tuple[Any, Any]:
+            if not input_shapes:
+                return m, None
+            session = make_session(m, threads, names)
+            try:
+                specs = input_specs(session.get_inputs(), input_shapes)
+            except BenchInputError as exc:
+                raise InputError(str(exc)) from None
+            return session, random_feeds(specs)
+
         return [
             measure(
-                m,
+                *session_and_feeds(m),
                 threads=threads,
                 providers=names,
                 rel_ci=rel_ci,

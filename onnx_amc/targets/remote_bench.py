@@ -281,20 +281,36 @@ def session_options(ort, threads: int, providers) -> tuple:
     return opts, providers, provider_options
 
 
-def input_specs(args) -> list[tuple[str, list[int], str]]:
+def input_specs(args, pinned=None) -> list[tuple[str, list[int], str]]:
     """``(name, shape, dtype name)`` per session input, batch 1.
 
-    A dynamic leading axis becomes 1; other dynamic axes are refused because a guessed
-    spatial size would time a different workload than the user's.
+    ``pinned`` maps input names to the shapes the caller measures on its own side (the
+    calibration data's): they fill dynamic axes, so a model with symbolic H and W is timed
+    at the user's size. Otherwise a dynamic leading axis becomes 1 and other dynamic axes are
+    refused, because a guessed spatial size would time a different workload than the user's.
 
     Raises:
-        BenchInputError: a dynamic non-leading dimension or an unsupported input type.
+        BenchInputError: a dynamic non-leading dimension nothing pins, a pinned shape that
+            contradicts a static one, or an unsupported input type.
     """
+    pinned = pinned or {}
     specs = []
     for arg in args:
         dtype = ORT_TYPES.get(arg.type)
         if dtype is None:
             raise BenchInputError(f"model input '{arg.name}' has unsupported type {arg.type}")
+        want = pinned.get(arg.name)
+        if want is not None:
+            want = [int(d) for d in want]
+            if len(want) != len(arg.shape) or any(
+                isinstance(d, int) and d > 0 and d != w for d, w in zip(arg.shape, want)  # noqa: B905
+            ):
+                raise BenchInputError(
+                    f"model input '{arg.name}' has shape {list(arg.shape)}, "
+                    f"not the pinned {want}"
+                )
+            specs.append((arg.name, want, dtype))
+            continue
         shape: list[int] = []
         for axis, dim in enumerate(arg.shape):
             if isinstance(dim, int) and dim > 0:
@@ -392,6 +408,7 @@ SETTINGS_DEFAULTS = {
     "rel_ci": 0.02,
     "time_cap_s": 10.0,
     "min_time_s": 0.5,
+    "input_shapes": None,  # {input name: [dims]} for dynamic axes (see input_specs)
 }
 
 
@@ -439,6 +456,15 @@ def _settings(raw: bytes) -> dict:
     unknown = sorted(set(got) - set(SETTINGS_DEFAULTS))
     if unknown:
         raise BenchInputError(f"unknown settings {unknown}")
+    shapes = got.get("input_shapes")
+    if shapes is not None and not (
+        isinstance(shapes, dict)
+        and all(
+            isinstance(v, list) and all(isinstance(d, int) and d > 0 for d in v)
+            for v in shapes.values()
+        )
+    ):
+        raise BenchInputError("input_shapes must map input names to lists of positive ints")
     return dict(SETTINGS_DEFAULTS, **got)
 
 
@@ -448,7 +474,7 @@ def measure_one(ort, model: bytes, settings: dict, providers) -> dict:
     session = ort.InferenceSession(
         model, sess_options=opts, providers=names, provider_options=provider_options
     )
-    feeds = random_feeds(input_specs(session.get_inputs()))
+    feeds = random_feeds(input_specs(session.get_inputs(), settings.get("input_shapes")))
     times_ns, rels, capped = time_round_robin(
         [session.run],
         [feeds],

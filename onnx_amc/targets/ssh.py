@@ -19,7 +19,7 @@ import json
 import re
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,12 +182,15 @@ class SshTarget:
         warmup: int = 10,
         min_runs: int = 20,
         min_time_s: float = 0.5,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> list[LatencyStats]:
         """Latency of each model on the device, in order, in one SSH round trip.
 
         Models are measured one after another with the method of
         :func:`onnx_amc.latency.measure`; ``providers`` are validated by the device
-        against its own onnxruntime build.
+        against its own onnxruntime build. ``input_shapes`` gives the shapes to time dynamic
+        inputs at (the device has no calibration data; without them a symbolic spatial axis
+        is an error there).
 
         Raises:
             InputError: as :meth:`check`, plus an unavailable provider or a candidate the
@@ -202,6 +205,7 @@ class SshTarget:
             warmup=warmup,
             min_runs=min_runs,
             min_time_s=min_time_s,
+            input_shapes=input_shapes,
         )
         return stats
 
@@ -216,6 +220,7 @@ class SshTarget:
         warmup: int = 10,
         min_runs: int = 20,
         min_time_s: float = 0.5,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> tuple[dict[str, Any], list[LatencyStats]]:
         """:meth:`measure_many` that also returns the device info header."""
         if threads < 1:
@@ -230,6 +235,9 @@ class SshTarget:
             "rel_ci": float(rel_ci),
             "time_cap_s": float(time_cap_s),
             "min_time_s": float(min_time_s),
+            "input_shapes": (
+                {k: [int(d) for d in v] for k, v in input_shapes.items()} if input_shapes else None
+            ),
         }
         source = Path(remote_bench.__file__).read_bytes()
         payload = (
