@@ -11,6 +11,11 @@ reconstruction (one evaluation ~0.5-1 s: reconstruction dominates), ``--episodes
   pool (checked equal): their ratio is the speed-up of one fixed search from 1 to 2 workers;
   each pair is repeated ``--reps`` times (default 3) and the median ratio reported.
 
+``--model packaged:NAME`` or ``zoo:NAME@SIZE`` runs the same on a larger model scored by
+fidelity on photo crops (``--calib-size``), and ``--no-reconstruct`` makes an evaluation pure
+inference (its cost then follows the candidate's MACs, which the budget fixes): results go to
+``results/parallel_<model>[_norecon].md``.
+
 Then the driver's own cost per episode (proposals, env steps, SB3 training: one gradient step per
 transition) for K = 1..64 with a free fake evaluator, and the Ray overhead per task.
 
@@ -27,6 +32,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,12 +58,27 @@ def load1() -> str:
     return f"{os.getloadavg()[0]:.2f}"
 
 
-def setup(name: str, seed: int = 0, tile: int = 1):
-    """Spec, space, budget and a driver-side scorer, as ``compress`` builds them.  ``tile``
-    repeats the calibration set to make each evaluation proportionally costlier (the cost is
-    what is measured here; duplicated samples do not matter for it)."""
-    a = analyze(str(REPO / "tests" / "data" / "digits" / f"{name}.onnx"))
-    data = load_calib(a.model, str(CALIB), seed=seed)
+def setup(name: str, seed: int = 0, tile: int = 1, reconstruct: bool = True,
+          calib_size: int = 128):
+    """Spec, space, budget and a driver-side scorer, as ``compress`` builds them.  ``name`` is
+    a digits model (labelled digits) or ``packaged:NAME`` / ``zoo:NAME@SIZE`` (photo crops,
+    fidelity to the original, as in bench_search).  ``tile`` repeats the calibration set to
+    make each evaluation proportionally costlier (the cost is what is measured here;
+    duplicated samples do not matter for it)."""
+    if ":" in name:
+        import tempfile
+
+        from bench_latency_search import prepare
+        from bench_search import _input_shapes
+
+        tmp = Path(tempfile.mkdtemp(prefix="bench_parallel_"))
+        path, calib = prepare(name, tmp, n=calib_size)
+        shapes = _input_shapes(name)
+        a = analyze(str(path), input_shapes=shapes)
+    else:
+        calib, shapes = CALIB, None
+        a = analyze(str(REPO / "tests" / "data" / "digits" / f"{name}.onnx"))
+    data = load_calib(a.model, str(calib), seed=seed)
     if tile > 1:
         data = CalibrationSet({k: np.concatenate([v] * tile) for k, v in data.inputs.items()},
                               None if data.labels is None else np.tile(data.labels, tile),
@@ -65,7 +86,8 @@ def setup(name: str, seed: int = 0, tile: int = 1):
     fit, rest = split_calibration(data, seed=seed)
     search_part, _ = split_calibration(rest, seed=seed)
     spec = ScoringSpec(model=a.model.SerializeToString(), search_data=search_part,
-                       fit_inputs=fit.inputs, reconstruct=True, threads=1, seed=seed)
+                       fit_inputs=fit.inputs if reconstruct else None, input_shapes=shapes,
+                       reconstruct=reconstruct, threads=1, seed=seed)
     space = build_space(a)
     return spec, space, make_budget(space, "macs", 0.5), CandidateScorer(spec, analysis=a,
                                                                          space=space)
@@ -75,10 +97,10 @@ def trace(records):
     return [(r["policy"], r["reward"]) for r in records]
 
 
-def _plain_worker(args: tuple[str, int, int]) -> float:
+def _plain_worker(args: tuple[str, int, dict[str, Any]]) -> float:
     """Seconds per candidate for ``n`` random candidates in a plain process (no Ray)."""
-    name, n, tile = args
-    _, space, _, scorer = setup(name, tile=tile)
+    name, n, kw = args
+    _, space, _, scorer = setup(name, **kw)
     rng = np.random.default_rng(1)
     policies = [space.policy(rng.uniform(0.3, 1.0, space.num_groups)) for _ in range(n + 1)]
     scorer(policies[0])  # warm-up
@@ -109,7 +131,7 @@ def matmul_ceiling(size: int = 128) -> float:
     return 2 * one / max(two)
 
 
-def machine_ceiling(name: str, tile: int, n: int = 8) -> tuple[float, list[float]]:
+def machine_ceiling(name: str, kw: dict[str, Any], n: int = 8) -> tuple[float, list[float]]:
     """The machine's own 2-process scaling for this workload, without Ray: the same candidates
     evaluated in 1 process, then in 2 processes at once (throughput ratio = the ceiling any
     pool can reach here)."""
@@ -117,9 +139,9 @@ def machine_ceiling(name: str, tile: int, n: int = 8) -> tuple[float, list[float
 
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
-        (one,) = pool.map(_plain_worker, [(name, n, tile)])
+        (one,) = pool.map(_plain_worker, [(name, n, kw)])
     with ctx.Pool(2) as pool:
-        two = pool.map(_plain_worker, [(name, n, tile)] * 2)
+        two = pool.map(_plain_worker, [(name, n, kw)] * 2)
     return one, two
 
 
@@ -157,11 +179,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3,
                     help="repetitions of each (in-process, Ray) pair of the same search")
     ap.add_argument("--tile", type=int, default=3,
-                    help="repeat the 719 digits calibration samples this many times")
+                    help="repeat the calibration samples this many times")
+    ap.add_argument("--no-reconstruct", action="store_true",
+                    help="score candidates without reconstruction (evaluation = inference)")
+    ap.add_argument("--calib-size", type=int, default=128,
+                    help="photo crops for packaged:/zoo: models")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     env_lines = environment(["ray", "stable-baselines3"])
-    spec, space, budget, scorer = setup(args.model, tile=args.tile)
+    setup_kw = dict(tile=args.tile, reconstruct=not args.no_reconstruct,
+                    calib_size=args.calib_size)
+    spec, space, budget, scorer = setup(args.model, **setup_kw)
     cfg = SearchConfig(episodes=args.episodes, warmup=args.warmup, seed=0)
     log(f"{args.model}: {space.num_groups} groups; load {load()}")
     # One-time costs (first ORT session, torch and SB3 set-up) out of the first timed run.
@@ -230,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_task_mb = len(pickle.dumps(rr.records[0]["policy"])) / 1e6
 
     log("machine ceiling: plain processes")
-    one, two = machine_ceiling(args.model, args.tile)
+    one, two = machine_ceiling(args.model, setup_kw)
     ceiling = 2 * one / statistics.mean(two)
     log(f"1 process {one:.3f} s/candidate, 2 processes {two}: x{ceiling:.2f}")
     mm = matmul_ceiling()
@@ -279,12 +307,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "implemented. Larger models shift the crossover up in proportion to their evaluation "
         "time over their group count.")
 
+    source = ("`onnx_amc/assets/digits_calib.npz`" if ":" not in args.model
+              else f"{args.calib_size} photo crops (fidelity to the original)")
+    fit_n = len(next(iter(spec.fit_inputs.values()))) if spec.fit_inputs else 0
+    data_desc = (f"calibration set {source}"
+                 + (f" repeated {args.tile}x (to make evaluation dominate)" if args.tile > 1
+                    else "")
+                 + f": {len(spec.search_data)} search samples"
+                 + (f", {fit_n} reconstruction samples" if fit_n else ""))
     sections = [
         "## Wall time of one search\n\n"
-        f"`{args.model}` ({space.num_groups} groups), calibration set "
-        f"`onnx_amc/assets/digits_calib.npz` repeated {args.tile}x (to make evaluation "
-        f"dominate: {len(spec.search_data)} search samples, {len(next(iter(spec.fit_inputs.values())))} "
-        "reconstruction samples), 50% MACs, reconstruction on, DDPG "
+        f"`{args.model}` ({space.num_groups} groups), {data_desc}, 50% MACs, "
+        f"reconstruction {'off' if args.no_reconstruct else 'on'}, DDPG "
         f"{args.episodes} episodes with {args.warmup} warm-up, seed 0, 1 ORT thread per "
         "evaluation. Wall time of `run_ddpg` (the search only: the model analysis, data "
         "loading and the final re-apply are the same in every run); Ray start-up "
@@ -347,7 +381,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     log("same-search speed-ups: " + ", ".join(
         f"K={k} " + "/".join(f"x{x:.2f}" for x in v) for k, v in fixed.items()))
-    path = write_report("parallel", "Parallel candidate evaluation on Ray (issue 7)", env_lines,
+    suffix = "" if args.model == "digits_vgg" and not args.no_reconstruct else \
+        "_" + args.model.replace(":", "_").replace("@", "_") + \
+        ("_norecon" if args.no_reconstruct else "")
+    path = write_report("parallel" + suffix, "Parallel candidate evaluation on Ray (issue 7)"
+                        + (f": {args.model}, reconstruction "
+                           f"{'off' if args.no_reconstruct else 'on'}" if suffix else ""),
+                        env_lines,
                         sections, time.perf_counter() - t_start)
     log(f"wrote {path}")
     return 0
