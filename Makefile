@@ -34,14 +34,15 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/pip install -q --no-deps torch-pruning==1.6.1
-	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_graph_ops.py
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_graph_ops.py --reps 15 --tp-reps 15
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_candidate_cost.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_latency_rounding.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_recovery.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_search.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_prediction.py --big
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_latency_search.py --episodes 40 --warmup 15 --seeds 1 --profile-time 60
-	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_parallel.py
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_parallel.py --episodes 32
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_parallel.py --model zoo:resnet18@224 --no-reconstruct --calib-size 400 --tile 1 --episodes 32 --warmup 8
 	$(BIN)/python benchmarks/collect_results.py
 
 clean:
