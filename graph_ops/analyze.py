@@ -189,6 +189,7 @@ def _finer_partition(a: tuple[int, np.ndarray], b: tuple[int, np.ndarray]
 
 def _finalize(m: onnx.ModelProto, view: GraphView, ctx: Context,
               input_shapes: dict[str, tuple[int, ...]]) -> Analysis:
+    ctx.link()
     roots = ctx.uf.roots()
     raw_to_class = _dense_ranks(roots)
     n_classes = int(raw_to_class.max()) + 1 if raw_to_class.size else 0
