@@ -171,43 +171,10 @@ class SshTarget:
         info, _ = self.measure_batch([])
         return info
 
-    def measure_many(
-        self,
-        models: Sequence[bytes],
-        *,
-        threads: int = 1,
-        providers: Sequence[str] | str | None = None,
-        rel_ci: float = 0.02,
-        time_cap_s: float = 10.0,
-        warmup: int = 10,
-        min_runs: int = 20,
-        min_time_s: float = 0.5,
-        input_shapes: Mapping[str, Sequence[int]] | None = None,
-    ) -> list[LatencyStats]:
-        """Latency of each model on the device, in order, in one SSH round trip.
-
-        Models are measured one after another with the method of
-        :func:`onnx_amc.latency.measure`; ``providers`` are validated by the device
-        against its own onnxruntime build. ``input_shapes`` gives the shapes to time dynamic
-        inputs at (the device has no calibration data; without them a symbolic spatial axis
-        is an error there).
-
-        Raises:
-            InputError: as :meth:`check`, plus an unavailable provider or a candidate the
-                device cannot load or run.
-        """
-        _, stats = self.measure_batch(
-            models,
-            threads=threads,
-            providers=providers,
-            rel_ci=rel_ci,
-            time_cap_s=time_cap_s,
-            warmup=warmup,
-            min_runs=min_runs,
-            min_time_s=min_time_s,
-            input_shapes=input_shapes,
-        )
-        return stats
+    def measure_many(self, models: Sequence[bytes], **settings: Any) -> list[LatencyStats]:
+        """Latency of each model on the device, in order, in one SSH round trip
+        (:meth:`measure_batch` without the device header; the same keyword arguments)."""
+        return self.measure_batch(models, **settings)[1]
 
     def measure_batch(
         self,
@@ -222,7 +189,19 @@ class SshTarget:
         min_time_s: float = 0.5,
         input_shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> tuple[dict[str, Any], list[LatencyStats]]:
-        """:meth:`measure_many` that also returns the device info header."""
+        """The device info header and the latency of each model, in order, in one SSH round
+        trip.
+
+        Models are measured one after another with the method of
+        :func:`onnx_amc.latency.measure`; ``providers`` are validated by the device
+        against its own onnxruntime build. ``input_shapes`` gives the shapes to time dynamic
+        inputs at (the device has no calibration data; without them a symbolic spatial axis
+        is an error there).
+
+        Raises:
+            InputError: as :meth:`check`, plus an unavailable provider or a candidate the
+                device cannot load or run.
+        """
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if isinstance(providers, str):
