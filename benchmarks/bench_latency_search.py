@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "flops (uniform)")
     tmp = Path(tempfile.mkdtemp(prefix="bench_latency_search_"))
     for name in args.models.split(","):
-        path, calib = prepare(name, tmp)
+        path, calib = prepare(name, tmp, n=args.calib_size)
         t_prof = time.perf_counter()
         profile = build_profile(str(path), time_budget_s=args.profile_time, seed=0)
         prof_s = time.perf_counter() - t_prof
