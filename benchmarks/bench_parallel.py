@@ -71,14 +71,17 @@ def setup(name: str, seed: int = 0, tile: int = 1, reconstruct: bool = True,
         from bench_latency_search import prepare
         from bench_search import _input_shapes
 
-        tmp = Path(tempfile.mkdtemp(prefix="bench_parallel_"))
-        path, calib = prepare(name, tmp, n=calib_size)
         shapes = _input_shapes(name)
-        a = analyze(str(path), input_shapes=shapes)
+        # Model and crops are read into memory here; the files (hundreds of MB at 224x224)
+        # must not outlive the call.
+        with tempfile.TemporaryDirectory(prefix="bench_parallel_") as tmp:
+            path, calib = prepare(name, Path(tmp), n=calib_size)
+            a = analyze(str(path), input_shapes=shapes)
+            data = load_calib(a.model, str(calib), seed=seed)
     else:
-        calib, shapes = CALIB, None
+        shapes = None
         a = analyze(str(REPO / "tests" / "data" / "digits" / f"{name}.onnx"))
-    data = load_calib(a.model, str(calib), seed=seed)
+        data = load_calib(a.model, str(CALIB), seed=seed)
     if tile > 1:
         data = CalibrationSet({k: np.concatenate([v] * tile) for k, v in data.inputs.items()},
                               None if data.labels is None else np.tile(data.labels, tile),

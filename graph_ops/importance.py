@@ -47,4 +47,4 @@ def _importance(analysis: Analysis, criterion: Criterion) -> np.ndarray:
     # One weighted bincount instead of an np.add.at per producer (a fixed cost per call that
     # dominates on small graphs); float64 sums in the same order per class.
     return np.bincount(np.concatenate(classes), np.concatenate(norms),
-                       minlength=analysis.num_classes).astype(np.float64)
+                       minlength=analysis.num_classes)

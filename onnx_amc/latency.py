@@ -145,18 +145,21 @@ def make_session(
     )
 
 
-def random_inputs(session: ort.InferenceSession, seed: int = 0) -> dict[str, np.ndarray]:
+def random_inputs(session: ort.InferenceSession, seed: int = 0,
+                  pinned: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
     """Random inputs matching the session's declared inputs, batch 1.
 
     Floats are standard normal (timing is value-independent, but zeros could hit
     special-cased paths); integers and bools are zeros, the only values guaranteed
-    valid as indices.  A dynamic leading axis becomes 1.
+    valid as indices.  A dynamic leading axis becomes 1; ``pinned`` shapes fill dynamic
+    axes (see :func:`onnx_amc.targets.remote_bench.input_specs`).
 
     Raises:
-        InputError: a dynamic non-leading dimension or unsupported input type.
+        InputError: a dynamic non-leading dimension nothing pins, a pinned shape that
+            contradicts a static one, or an unsupported input type.
     """
     try:
-        specs = _rb.input_specs(session.get_inputs())
+        specs = _rb.input_specs(session.get_inputs(), pinned)
     except _rb.BenchInputError as exc:
         raise InputError(str(exc)) from None
     return _rb.random_feeds(specs, seed)

@@ -13,10 +13,14 @@ from typing import Any
 
 import onnxruntime as ort
 
-from onnx_amc.errors import InputError
-from onnx_amc.latency import LatencyStats, make_session, measure, resolve_providers
+from onnx_amc.latency import (
+    LatencyStats,
+    make_session,
+    measure,
+    random_inputs,
+    resolve_providers,
+)
 from onnx_amc.targets import remote_bench
-from onnx_amc.targets.remote_bench import BenchInputError, input_specs, random_feeds
 
 __all__ = ["HostTarget", "available_providers", "device_info"]
 
@@ -68,11 +72,7 @@ class HostTarget:
             if not input_shapes:
                 return m, None
             session = make_session(m, threads, names)
-            try:
-                specs = input_specs(session.get_inputs(), input_shapes)
-            except BenchInputError as exc:
-                raise InputError(str(exc)) from None
-            return session, random_feeds(specs)
+            return session, random_inputs(session, pinned=input_shapes)
 
         return [
             measure(
