@@ -7,7 +7,7 @@ calibration set has labels) and fidelity to the cached reference outputs (always
 :mod:`onnx_amc.metrics`.
 
 Batching: inputs whose leading dimension is dynamic are run ``batch_size`` samples at
-a time.  Models exported with a fixed leading dimension ``B`` are run in chunks of
+a time; by default the size is measured on the reference pass (see :func:`_trial_plan`).  Models exported with a fixed leading dimension ``B`` are run in chunks of
 ``B`` (``B == 1``: sample by sample), the last chunk padded by repeating its final
 sample and the padded outputs dropped.  Outputs carry the sample axis first, or on exactly one
 other axis of the batch's size (sequence-first heads), which is then moved to the front.
@@ -18,6 +18,7 @@ can hand it a fake.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -76,7 +77,15 @@ class Evaluator:
         calib: the evaluation part of the calibration data.
         threads: intra-op threads of the evaluation sessions (accuracy only; latency is
             measured separately by :mod:`onnx_amc.latency`).
-        batch_size: samples per ``session.run`` for models with a dynamic batch axis.
+        batch_size: samples per ``session.run`` for models with a dynamic batch axis;
+            ``None`` times a few sizes on the original's reference pass and keeps the fastest.
+            Why measured: the best size depends on the model, not on one rule.  Memory-bound
+            models on large inputs (MobileNetV2 at 224x224: depthwise layers whose batch of
+            activations stops fitting in cache) run fastest in small batches, compute-bound
+            ones (ResNets on small inputs) in large ones; ``benchmarks/bench_candidate_cost.py``
+            compares the measured size with batch 32.  ONNX Runtime's CPU kernels compute
+            each sample on its own, so the size changes speed, not scores
+            (``tests/test_evaluate.py`` checks outputs bit for bit).
         providers: onnxruntime execution providers.
 
     Raises:
@@ -90,16 +99,17 @@ class Evaluator:
         calib: CalibrationSet,
         *,
         threads: int = 1,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
     ) -> None:
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if len(calib) == 0:
             raise InputError(f"calibration set '{calib.source}' is empty")
         self.calib = calib
         self.threads = threads
-        self.batch_size = batch_size
+        self.batch_size: int = batch_size or _DEFAULT_BATCH
+        self._tune = batch_size is None
         self.providers = tuple(providers)
         t0 = time.perf_counter()
         try:
@@ -114,7 +124,7 @@ class Evaluator:
             )
         self.output_names: tuple[str, ...] = tuple(o.name for o in session.get_outputs())
         try:
-            self._reference = self._run_session(session)
+            self._reference = self._run_session(session, tune=self._tune)
         except Exception as exc:  # ORT raises several unrelated types for bad feeds
             raise InputError(
                 f"the original model fails on calibration data '{calib.source}': {exc}"
@@ -168,36 +178,78 @@ class Evaluator:
         )
         return metrics
 
-    def _run_session(self, session: ort.InferenceSession) -> dict[str, np.ndarray]:
+    def _run_session(self, session: ort.InferenceSession, *, tune: bool = False
+                     ) -> dict[str, np.ndarray]:
+        """Outputs on all calibration samples. With ``tune`` (the reference pass, dynamic batch
+        axis), the first chunks follow :func:`_trial_plan` and ``self.batch_size`` becomes the
+        size that ran fastest per sample."""
         n = len(self.calib)
         fixed = _fixed_batch(session)
-        step = fixed if fixed is not None else self.batch_size
+        trials = _trial_plan(n) if tune and fixed is None else []
+        spent: dict[int, float] = {}
+        done: dict[int, int] = {}
         out_names = [o.name for o in session.get_outputs()]
         chunks: dict[str, list[np.ndarray]] = {name: [] for name in out_names}
-        for start in range(0, n, step):
-            stop = min(start + step, n)
-            real = stop - start
-            feeds = {}
-            for name, arr in self.calib.inputs.items():
-                part = arr[start:stop]
-                if fixed is not None and real < fixed:
-                    pad = np.repeat(part[-1:], fixed - real, axis=0)
-                    part = np.concatenate([part, pad], axis=0)
-                feeds[name] = part
-            results = session.run(out_names, feeds)
-            ran = fixed if fixed is not None else real
-            for name, res in zip(out_names, results, strict=True):
-                res = np.asarray(res)
-                if res.ndim > 1 and res.shape[0] != ran:
-                    # Sequence-first outputs (a CRNN's [T, N, C]): move the one axis that
-                    # holds the batch to the front.
-                    axes = [ax for ax, d in enumerate(res.shape) if d == ran]
-                    if len(axes) == 1:
-                        res = np.moveaxis(res, axes[0], 0)
-                if res.ndim == 0 or res.shape[0] != ran:
-                    raise ValueError(
-                        f"model output '{name}' has shape {list(res.shape)} for a batch of "
-                        f"{ran}; outputs must have the sample axis first"
-                    )
-                chunks[name].append(res[:real])
+        start = 0
+        for i, size in enumerate(itertools.chain(trials, itertools.repeat(None))):
+            if start >= n:
+                break
+            if size is None and i == len(trials) and spent:
+                self.batch_size = min(spent, key=lambda b: spent[b] / done[b])
+            step = fixed if fixed is not None else (size or self.batch_size)
+            t0 = time.perf_counter()
+            real = self._run_chunk(session, out_names, start, step, fixed, chunks)
+            if size is not None and i > 0:  # the first chunk is a warm-up (allocations)
+                spent[size] = spent.get(size, 0.0) + time.perf_counter() - t0
+                done[size] = done.get(size, 0) + real
+            start += real
         return {name: np.concatenate(parts, axis=0) for name, parts in chunks.items()}
+
+    def _run_chunk(self, session: ort.InferenceSession, out_names: list[str], start: int,
+                   step: int, fixed: int | None, chunks: dict[str, list[np.ndarray]]) -> int:
+        """Run samples ``start:start+step`` and append their outputs; returns how many."""
+        n = len(self.calib)
+        stop = min(start + step, n)
+        real = stop - start
+        feeds = {}
+        for name, arr in self.calib.inputs.items():
+            part = arr[start:stop]
+            if fixed is not None and real < fixed:
+                pad = np.repeat(part[-1:], fixed - real, axis=0)
+                part = np.concatenate([part, pad], axis=0)
+            feeds[name] = part
+        results = session.run(out_names, feeds)
+        ran = fixed if fixed is not None else real
+        for name, res in zip(out_names, results, strict=True):
+            res = np.asarray(res)
+            if res.ndim > 1 and res.shape[0] != ran:
+                # Sequence-first outputs (a CRNN's [T, N, C]): move the one axis that
+                # holds the batch to the front.
+                axes = [ax for ax, d in enumerate(res.shape) if d == ran]
+                if len(axes) == 1:
+                    res = np.moveaxis(res, axes[0], 0)
+            if res.ndim == 0 or res.shape[0] != ran:
+                raise ValueError(
+                    f"model output '{name}' has shape {list(res.shape)} for a batch of "
+                    f"{ran}; outputs must have the sample axis first"
+                )
+            chunks[name].append(res[:real])
+        return real
+
+
+_DEFAULT_BATCH = 32
+_TRIAL_SIZES = (2, 4, 8, 16, 32)
+
+
+def _trial_plan(n: int) -> list[int]:
+    """Chunk sizes for the reference pass to time: a warm-up chunk, then each size over the
+    same number of samples, ascending and then descending, so that a drift in the machine's
+    speed during the trials (common on shared VMs) favours no size. Empty when the set is too
+    small for it to matter (under 96 samples: one or two chunks)."""
+    if n < 96:
+        return []
+    per = 32 if n >= 512 else 16 if n >= 256 else 8
+    sizes = [s for s in _TRIAL_SIZES if s <= per]
+    half = [s for s in sizes for _ in range(per // s)]
+    plan = [sizes[0], *half, *[s for s in reversed(sizes) for _ in range(per // s)]]
+    return plan if sum(plan) <= n else []

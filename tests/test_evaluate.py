@@ -131,3 +131,39 @@ def test_sequence_first_outputs_are_scored_on_their_batch_axis():
     ev = Evaluator(model, CalibrationSet({"x": x}, None, "t"), batch_size=4)
     assert ev.reference_outputs["y"].shape == (8, 3, 5)
     assert ev.evaluate(model).fidelity["mean_cosine"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18", "mlp_gemm"])
+def test_measured_batch_size_changes_speed_not_outputs(name: str) -> None:
+    """The reference pass times a few batch sizes and keeps the fastest; ORT's CPU kernels
+    compute each sample on its own, so every size gives the same outputs bit for bit."""
+    from onnx_amc.evaluate import _TRIAL_SIZES, _trial_plan
+    from tests import zoo
+
+    model = onnx.load(str(zoo.model_path(name, opset=17, bn="folded")))
+    shape = zoo.input_shapes(name)["input"]
+    x = np.random.default_rng(0).standard_normal((256, *shape[1:])).astype(np.float32)
+    calib = CalibrationSet({"input": x}, None, "t")
+    tuned = Evaluator(model, calib)
+    assert tuned.batch_size in _TRIAL_SIZES and sum(_trial_plan(256)) < 256
+    for fixed in (1, 32):
+        other = Evaluator(model, calib, batch_size=fixed)
+        assert other.batch_size == fixed
+        for key, ref in tuned.reference_outputs.items():
+            np.testing.assert_array_equal(ref, other.reference_outputs[key])
+    assert tuned.evaluate(model).fidelity["mean_rel_l2"] == 0.0
+
+
+def test_trial_plan_times_every_size_on_equal_samples_both_ways() -> None:
+    from onnx_amc.evaluate import _trial_plan
+
+    assert _trial_plan(95) == []
+    for n in (96, 256, 1000):
+        plan = _trial_plan(n)
+        body = plan[1:]  # plan[0] is the untimed warm-up chunk
+        assert sum(plan) <= n // 2 + 2
+        sizes = sorted(set(body))
+        totals = {s: sum(b for b in body if b == s) for s in sizes}
+        assert len(set(totals.values())) == 1 and len(sizes) >= 3
+        half = len(body) // 2
+        assert body[:half] == body[half:][::-1]  # ascending, then descending
