@@ -51,6 +51,10 @@ Deviations from the official code (mit-han-lab/amc) that remain:
   resampled.  Sigma is converted: sigma_scaled = sigma x 2 / (rbound - lbound).
 * Terminal transitions: SB3 does not bootstrap past ``done`` (official: keras-rl style memory).
 * Default episodes: 300 with 100 warm-up (official: 800 with 100; paper: 400), for a CPU.
+* Adam runs PyTorch's fused CPU kernel (``fused=True``): the same update, its arithmetic in
+  another order, so runs are not bit-identical to the per-tensor Adam (still deterministic).
+  Why: training is the driver's whole cost between rounds, so it sets how many workers a
+  parallel search can use (see the driver table of ``benchmarks/bench_parallel.py``).
 """
 
 from __future__ import annotations
@@ -150,6 +154,7 @@ class PinnedLrAdam(th.optim.Adam):
     ``train()``."""
 
     def __init__(self, params, lr: float, **kwargs: Any) -> None:
+        kwargs.setdefault("fused", True)  # see the module doc's deviations
         super().__init__([{"params": list(params), "pinned_lr": lr}], lr=lr, **kwargs)
 
     @th.no_grad()
