@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -61,6 +61,7 @@ __all__ = [
     "make_session",
     "measure",
     "measure_interleaved",
+    "relative_timer",
     "median_ci",
     "random_inputs",
     "resolve_providers",
@@ -278,3 +279,46 @@ def measure_interleaved(
     else:
         logger.debug("latency %s", stats)
     return stats
+
+
+def relative_timer(
+    original: bytes | onnx.ModelProto,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    threads: int = 1,
+    providers: Sequence[str] | str | None = None,
+) -> Callable[[bytes | onnx.ModelProto | None], float]:
+    """``timer(candidate) -> ms`` for a search whose budget is a fraction of ``original``.
+
+    ``timer(None)`` is the original's median, measured on the first call and kept: the unit
+    that the budget and every candidate share.  A candidate runs interleaved with the
+    original (:func:`measure_interleaved`), and its result is its fraction of the original
+    times that unit.  Why: a shared machine's speed drifts between two separate measurements
+    by more than the 2% each is precise to, while the interleaved fraction repeats closely
+    (``benchmarks/bench_candidate_cost.py`` reports both).  One session of the original
+    serves every call.
+
+    Only with one thread: with more, each session keeps its own intra-op pool whose threads
+    spin after a run, so two interleaved sessions time each other's spinning (the original
+    read several times slower than alone on this project's VM); candidates are then measured
+    alone, like the unit.
+    """
+    session = make_session(original.SerializeToString() if isinstance(original, onnx.ModelProto)
+                           else original, threads, providers)
+    feeds = dict(inputs)
+    unit: list[float] = []
+
+    def timer(candidate: bytes | onnx.ModelProto | None) -> float:
+        if not unit:
+            unit.append(float(measure(session, feeds).median_ms))
+        if candidate is None:
+            return unit[0]
+        data = candidate.SerializeToString() if isinstance(candidate, onnx.ModelProto) \
+            else candidate
+        if threads > 1:
+            return float(measure(data, feeds, threads=threads, providers=providers).median_ms)
+        base, cand = measure_interleaved([session, data], feeds, threads=threads,
+                                         providers=providers)
+        return unit[0] * cand.median_ms / base.median_ms
+
+    return timer

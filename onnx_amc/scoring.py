@@ -86,13 +86,14 @@ class CandidateScorer:
                 return float(stats.median_ms)
 
             return remote_timer
-        from .latency import measure
+        from .latency import relative_timer
 
-        feeds = {k: v[:1] for k, v in self.spec.search_data.inputs.items()}
+        relative = relative_timer(self.analysis.model, {k: v[:1] for k, v in
+                                                        self.spec.search_data.inputs.items()},
+                                  threads=self.spec.threads, providers=providers)
 
         def timer(model: onnx.ModelProto) -> float:
-            return float(measure(model.SerializeToString(), feeds, threads=self.spec.threads,
-                                 providers=providers).median_ms)
+            return relative(None if model is self.analysis.model else model)
 
         return timer
 

@@ -132,3 +132,44 @@ def test_xnnpack_session_options_give_threads_to_xnnpack() -> None:
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     opts, _, popts = session_options(ort, 3, ["CPUExecutionProvider"])
     assert opts.intra_op_num_threads == 3 and popts == [{}]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_host_candidate_latency_is_a_fraction_of_the_original_measured_interleaved(
+        monkeypatch, threads: int) -> None:
+    """A latency budget is a fraction of the original: the search times each candidate
+    interleaved with the original (one drift for both) and scales that fraction by the
+    original's first median, the unit every candidate and the budget share. With several
+    threads, sessions' spinning pools would time each other: candidates are timed alone."""
+    import onnx_amc.latency as lat
+    from graph_ops import analyze, apply, importance, make_plan
+    from onnx_amc.api import load_calib
+    from onnx_amc.scoring import CandidateScorer, ScoringSpec
+    from tests.test_parallel import CALIB, MODEL
+
+    calls: list[list] = []
+    real = lat.measure_interleaved
+
+    def spy(models, *args, **kwargs):
+        calls.append(list(models))
+        return real(models, *args, **kwargs)
+
+    monkeypatch.setattr(lat, "measure_interleaved", spy)
+    a = analyze(str(MODEL))
+    spec = ScoringSpec(model=a.model.SerializeToString(),
+                       search_data=load_calib(a.model, str(CALIB)), latency=True,
+                       threads=threads)
+    scorer = CandidateScorer(spec, analysis=a)
+    unit = scorer.time_original()
+    assert unit > 0 and scorer.time_original() == unit  # measured once, then the unit
+    small = apply(a, make_plan(a, {g.id: 0.25 for g in a.prunable_groups}, importance(a)))
+    ms = scorer._timer(small)
+    if threads > 1:  # measure() of the original, then of the candidate, each alone
+        assert [len(c) for c in calls] == [1, 1] and calls[1][0] == small.SerializeToString()
+        assert 0 < ms < unit
+        return
+    # measure() of the original (once), then the candidate interleaved with the original
+    assert [len(c) for c in calls] == [1, 2] and calls[1][0] is calls[0][0]
+    assert isinstance(calls[1][0], ort.InferenceSession)
+    assert calls[1][1] == small.SerializeToString()
+    assert 0 < ms < unit  # a quarter of the channels everywhere runs faster
