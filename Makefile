@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/pip install -q --no-deps torch-pruning==1.6.1
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_graph_ops.py --reps 15 --tp-reps 15
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_candidate_cost.py
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_episode_time.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_latency_rounding.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_recovery.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_search.py

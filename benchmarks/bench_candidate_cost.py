@@ -35,9 +35,6 @@ from onnx_amc.evaluate import Evaluator
 from onnx_amc.latency import measure, measure_interleaved, relative_timer
 from onnx_amc.reconstruct import reconstruct
 
-REPEAT_MODELS = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "vgg16_bn",
-                 "efficientnet", "yolo", "unet")
-
 
 def candidate_cost(threads: int, n_candidates: int, images: int) -> tuple[str, dict]:
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,7 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections = [] if args.skip_candidates else [
         candidate_cost(args.threads, args.candidates, args.images)[0]]
     if not args.skip_repeatability:
-        sections.append(repeatability(REPEAT_MODELS))
+        from tests.zoo import NAMES
+
+        sections.append(repeatability(NAMES))  # every zoo model
     path = write_report("bench_candidate_cost", "Candidate evaluation cost and latency "
                         "repeatability", env, sections, time.perf_counter() - t0)
     print(path.read_text())

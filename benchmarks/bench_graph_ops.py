@@ -113,7 +113,10 @@ def _version(dist: str) -> str:
 def environment(extra_dists: Sequence[str] = ()) -> list[str]:
     """Markdown bullet lines: command, date, CPU, load, versions, git state."""
     commit = _run(["git", "rev-parse", "--short", "HEAD"]).strip() or "unknown"
-    dirty = bool(_run(["git", "status", "--porcelain", "--untracked-files=no"]).strip())
+    # Results files rewritten by earlier benchmarks are not changes to the measured code.
+    dirty = bool(_run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                       ":(exclude)benchmarks/results", ":(exclude)benchmarks/RESULTS.md"]
+                      ).strip())
     cmd = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
     dists = ["onnx-amc", "onnx", "onnxruntime", "numpy", "torch", *extra_dists]
     versions = ", ".join(f"{d} {_version(d)}" for d in dists)

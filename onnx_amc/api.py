@@ -265,7 +265,7 @@ def evaluate(model: ModelLike, *, calib: str | os.PathLike[str] | Any,
         metrics = Evaluator(m, data, threads=threads).reference_metrics
     if not measure_latency:
         return EvaluateResult(metrics, None, None, ref_metrics)
-    one = {k: v[:1] for k, v in data.inputs.items()}
+    one = data.first_sample()
     models = [m] if ref is None else [m, ref]
     lat = measure_interleaved(models, one, threads=threads, providers=providers)
     return EvaluateResult(metrics, lat[0], lat[1] if ref is not None else None, ref_metrics)

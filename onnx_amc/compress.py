@@ -368,10 +368,10 @@ def _final_latency(target: str, lsrc: Any, a: Any, final: onnx.ModelProto,
     """Latency of the original and the result where the target says: measured interleaved on
     this host, measured on the device over SSH, or predicted from the target's profile."""
     provs = list(providers) if providers else None
+    one = data.first_sample()
     if target == "host":
         from .latency import measure_interleaved
 
-        one = {k: v[:1] for k, v in data.inputs.items()}
         b, af = measure_interleaved([a.model, final], one, threads=threads, providers=provs)
         return b, af, "measured"
     if target.startswith("ssh://"):
@@ -379,7 +379,7 @@ def _final_latency(target: str, lsrc: Any, a: Any, final: onnx.ModelProto,
 
         b, af = SshTarget.parse(target).measure_many(
             [a.model.SerializeToString(), final.SerializeToString()], threads=threads,
-            providers=provs, input_shapes={k: v[:1].shape for k, v in data.inputs.items()})
+            providers=provs, input_shapes={k: v.shape for k, v in one.items()})
         return b, af, "measured"
     if lsrc is not None and lsrc.predict_ms is not None:
         return float(lsrc.predict_ms({})), float(lsrc.predict_ms(policy)), "predicted"

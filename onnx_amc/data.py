@@ -150,6 +150,11 @@ class CalibrationSet:
     def __len__(self) -> int:
         return int(next(iter(self.inputs.values())).shape[0])
 
+    def first_sample(self) -> dict[str, np.ndarray]:
+        """Batch-1 feeds of the first sample: what latency is timed on, here or on a device,
+        so that models with symbolic spatial dims are timed at the user's size."""
+        return {name: arr[:1] for name, arr in self.inputs.items()}
+
     def subset(self, indices: Sequence[int] | np.ndarray) -> CalibrationSet:
         """Samples at ``indices`` (in that order), as a new set with the same source."""
         idx = np.asarray(indices, dtype=np.int64)

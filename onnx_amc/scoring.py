@@ -77,7 +77,7 @@ class CandidateScorer:
 
             remote = SshTarget.parse(target)
             # The device times at the calibration data's shapes, as the host would.
-            shapes = {k: v[:1].shape for k, v in self.spec.search_data.inputs.items()}
+            shapes = {k: v.shape for k, v in self.spec.search_data.first_sample().items()}
 
             def remote_timer(model: onnx.ModelProto) -> float:
                 (stats,) = remote.measure_many([model.SerializeToString()],
@@ -88,8 +88,7 @@ class CandidateScorer:
             return remote_timer
         from .latency import relative_timer
 
-        relative = relative_timer(self.analysis.model, {k: v[:1] for k, v in
-                                                        self.spec.search_data.inputs.items()},
+        relative = relative_timer(self.analysis.model, self.spec.search_data.first_sample(),
                                   threads=self.spec.threads, providers=providers)
 
         def timer(model: onnx.ModelProto) -> float:
