@@ -41,7 +41,7 @@ bench: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_recovery.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_search.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_prediction.py --big
-	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_latency_search.py --models zoo:mobilenet_v2@96,zoo:resnet18@96 --episodes 40 --warmup 15 --seeds 1 --profile-time 60 --calib-size 256
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_latency_search.py --models zoo:mobilenet_v2@96,zoo:resnet18@96 --episodes 40 --warmup 15 --seeds 2 --profile-time 60 --calib-size 256
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_parallel.py --episodes 32
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python benchmarks/bench_parallel.py --model zoo:resnet18@224 --no-reconstruct --calib-size 400 --tile 1 --episodes 32 --warmup 8
 	$(BIN)/python benchmarks/collect_results.py
