@@ -218,12 +218,7 @@ def compress(
                               progress=progress, seed=seed)
         if lsrc.warning:
             logger.warning("%s", lsrc.warning)
-        wall = lsrc.wall_cost
-        if lsrc.measure is not None:  # candidates are measured: let them correct the wall
-            from .latency_budget import CorrectedCost
-
-            wall = CorrectedCost(wall)
-        budget = callable_budget("latency", keep, wall)
+        budget = callable_budget("latency", keep, lsrc.wall_cost)
     else:
         try:
             budget = make_budget(space, kind, keep)

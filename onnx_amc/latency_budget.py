@@ -15,14 +15,13 @@ predicted or estimated, so reports never mix them up.
 from __future__ import annotations
 
 import logging
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import InputError
 
-__all__ = ["CorrectedCost", "LatencySource", "latency_source"]
+__all__ = ["LatencySource", "latency_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,38 +44,6 @@ class LatencySource:
     predict_ms: CostFn | None
     detail: str
     warning: str | None = None
-
-
-class CorrectedCost:
-    """The wall's latency prediction, corrected by the candidates measured so far.
-
-    A prediction (a per-op profile, a FLOPs estimate) can be biased as a *fraction* of the
-    original: on MobileNetV2 at 96x96 the profile put latency-search results at 0.50 of the
-    original while they measured about 0.40 (``benchmarks/bench_latency_search.py``), so the
-    wall stopped the agent well inside the budget and it pruned more than needed.  Each
-    measured candidate gives the ratio measured fraction / predicted fraction; once
-    ``min_samples`` are in, the predicted cost of every policy is scaled by their median (a
-    constant factor keeps the cost monotone, as the wall needs).  ``original`` stays the
-    uncorrected prediction of the unpruned model, the budget's unit.
-    """
-
-    def __init__(self, predict: CostFn, *, min_samples: int = 3) -> None:
-        self.predict = predict
-        self.original = float(predict({}))
-        self.min_samples = min_samples
-        self.ratios: list[float] = []
-        self.scale = 1.0
-
-    def __call__(self, policy: Mapping[str, float]) -> float:
-        return float(self.predict(policy)) * (self.scale if policy else 1.0)
-
-    def observe(self, policy: Mapping[str, float], measured_fraction: float) -> None:
-        """Record one candidate's measured latency as a fraction of the original's."""
-        predicted = float(self.predict(policy)) / self.original
-        if predicted > 0 and measured_fraction > 0:
-            self.ratios.append(measured_fraction / predicted)
-        if len(self.ratios) >= self.min_samples:
-            self.scale = float(statistics.median(self.ratios))
 
 
 def latency_source(

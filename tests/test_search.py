@@ -420,39 +420,3 @@ def test_short_search_with_real_evaluator(digits_space):
     assert count(space.analysis, plan.keep).macs <= 0.5 * space.original.macs
     assert result.best["budget_use"] <= 0.5
     json.dumps(list(result.records))
-
-
-def test_measured_candidates_correct_a_biased_latency_wall(chain_space):
-    """The wall prices policies with a prediction; measured candidates say how far off it is
-    as a fraction of the original, and the wall then lets the agent use the real budget."""
-    from onnx_amc.latency_budget import CorrectedCost
-
-    def predict(policy):  # a predictor that tracks MACs
-        return float(chain_space.macs_of(chain_space.ratios_of(policy)))
-
-    wall = CorrectedCost(predict)
-    budget = callable_budget("latency", 0.5, wall)
-    original_ms = 10.0
-
-    def device(policy):  # the device runs every candidate at 0.8 of the predicted fraction
-        return EvalResult(0.9, 0.8 * predict(policy) / wall.original * original_ms)
-
-    env = PruningEnv(chain_space, budget, device, reward="acc_latency",
-                     latency_target_ms=0.5 * original_ms)
-    rng = np.random.default_rng(0)
-
-    def episode(actions):
-        env.reset()
-        for a in actions:
-            *_, info = env.step(np.array([a], np.float32))
-        return info["result"]
-
-    first = episode(np.ones(chain_space.num_groups))
-    assert wall.scale == 1.0 and predict(first["policy"]) / wall.original <= 0.5 + 1e-9
-    while len(wall.ratios) < wall.min_samples:
-        episode(rng.uniform(-1, 1, chain_space.num_groups))
-    assert wall.scale == pytest.approx(0.8)
-    after = episode(np.ones(chain_space.num_groups))
-    predicted = predict(after["policy"]) / wall.original
-    assert predicted > 0.5 and after["budget_use"] <= 0.5 + 1e-9  # more kept, still in budget
-    assert after["latency_ms"] <= 0.5 * original_ms + 1e-9 and after["reward"] == pytest.approx(-0.1)

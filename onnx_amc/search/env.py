@@ -177,9 +177,6 @@ class PruningEnv(gym.Env):
             ev = self.evaluate(policy)
             seconds = time.perf_counter() - t0
         self.evaluations += 1
-        observe = getattr(self.budget.cost, "observe", None)  # a measurement-corrected wall
-        if observe is not None and ev.latency_ms is not None and self.latency_target_ms:
-            observe(policy, ev.latency_ms * self.budget.keep / self.latency_target_ms)
         counts = self.space.counts_of(self._chosen)
         use = self.budget.cost(policy) / self.budget.original
         reward = self.reward_fn(RewardInput(
