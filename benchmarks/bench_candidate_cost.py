@@ -45,7 +45,7 @@ def candidate_cost(threads: int, n_candidates: int, images: int) -> tuple[str, d
     a = analyze(model)
     score = importance(a)
     ev = Evaluator(model, calib, threads=threads)  # batch size measured, as in the search
-    timer = relative_timer(model, {"input": x[:1]}, threads=threads)  # the search's timer
+    timer = relative_timer(model, calib.first_sample(), threads=threads)  # the search's timer
     timer(None)  # the original's median: the unit, measured once
     setup = time.perf_counter() - t0
     ev32 = Evaluator(model, calib, threads=threads, batch_size=32)  # the old fixed size
@@ -83,8 +83,8 @@ def candidate_cost(threads: int, n_candidates: int, images: int) -> tuple[str, d
                       f"{images} images s (batch 32, for comparison)",
                       "latency s", "total s", "latency ms"],
                      rows)
-    summary = (f"- setup once (analyse, importance, original's outputs on {images} images, original's latency): "
-               f"{setup:.2f} s\n- per candidate: median {statistics.median(totals):.2f} s, "
+    summary = (f"- setup once (analyse, importance, original's outputs on {images} images, "
+               f"original's latency): {setup:.2f} s\n- per candidate: median {statistics.median(totals):.2f} s, "
                f"max {max(totals):.2f} s over {n_candidates} random policies (keep 0.3-1.0 per "
                f"group), {threads} ORT threads; batch size {ev.batch_size}, measured on the "
                f"reference pass (Evaluator's default)\n"

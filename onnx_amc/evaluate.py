@@ -7,8 +7,9 @@ calibration set has labels) and fidelity to the cached reference outputs (always
 :mod:`onnx_amc.metrics`.
 
 Batching: inputs whose leading dimension is dynamic are run ``batch_size`` samples at
-a time; by default the size is measured on the reference pass (see :func:`_trial_plan`).  Models exported with a fixed leading dimension ``B`` are run in chunks of
-``B`` (``B == 1``: sample by sample), the last chunk padded by repeating its final
+a time; by default the size is measured on the reference pass (see :func:`_trial_plan`).
+Models exported with a fixed leading dimension ``B`` are run in chunks of ``B`` (``B == 1``:
+sample by sample), the last chunk padded by repeating its final
 sample and the padded outputs dropped.  Outputs carry the sample axis first, or on exactly one
 other axis of the batch's size (sequence-first heads), which is then moved to the front.
 

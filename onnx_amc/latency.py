@@ -303,8 +303,7 @@ def relative_timer(
     read several times slower than alone on this project's VM); candidates are then measured
     alone, like the unit.
     """
-    session = make_session(original.SerializeToString() if isinstance(original, onnx.ModelProto)
-                           else original, threads, providers)
+    session = make_session(original, threads, providers)
     feeds = dict(inputs)
     unit: list[float] = []
 
