@@ -187,9 +187,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="score candidates without reconstruction (evaluation = inference)")
     ap.add_argument("--calib-size", type=int, default=128,
                     help="photo crops for packaged:/zoo: models")
-    ap.add_argument("--chunks", type=int, default=None,
-                    help="sample ranges per candidate on Ray (default: the pool's; 1 = each "
-                         "candidate whole on one worker)")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     env_lines = environment(["ray", "stable-baselines3"])
@@ -215,9 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seq_row = ["K=1, in-process (no Ray)", "-", f"{w1:.1f}", "-", "-", "-", "-",
                f"{l1} -> {load1()}"]
 
-    from onnx_amc.parallel import DEFAULT_CHUNKS, RayPool
-
-    chunks = DEFAULT_CHUNKS if args.chunks is None else args.chunks
+    from onnx_amc.parallel import RayPool
 
     # One fixed search (same seed and K: the same candidates) with 1 worker (in process) and
     # with 2 Ray workers, --reps times in turn: this VM's speed drifts by tens of percent over
@@ -231,14 +226,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rep in range(args.reps):
             rk, wk, lk = timed(f"K={k} in-process, rep {rep + 1}", batch=k)
             t0 = time.perf_counter()
-            pool = RayPool(spec, 2, chunks=chunks)
+            pool = RayPool(spec, 2)
             startup = time.perf_counter() - t0
             log(f"ray pool (ray.init + 2 actors): {startup:.1f} s")
             try:
                 rr, wr, lr = timed(f"K={k} on Ray, rep {rep + 1}", batch=k,
                                    evaluate_many=pool.evaluate_many)
                 stats = list(pool.stats)
-                n_ranges = len(pool.bounds)
                 # Ray's overhead per task without work: a policy the cache already knows is
                 # not sent, so time the pool on already evaluated policies directly.
                 pols = [r["policy"] for r in rr.records[:8]]
@@ -260,13 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         same_rows.append(f"K={k}: {'yes' if same else 'NO'}")
     runs = [seq_row, *rows_k]
 
-    # Per candidate: the sum over its sample ranges (one task each when not split).
-    per_cand: dict[tuple[int, int], list[Any]] = {}
-    for st in stats:
-        per_cand.setdefault((st.call, st.candidate), []).append(st)
-    compute = [sum(t.compute_s for t in ts) for ts in per_cand.values()]
-    builds = [sum(1 for t in ts if t.build_s > 0 or n_ranges == 1) for ts in per_cand.values()]
-    build_s = [t.build_s for t in stats if t.build_s > 0]
+    compute = [s.compute_s for s in stats]
     overhead = [s.wall_s - s.compute_s for s in stats]
     seq_eval = [r["eval_seconds"] for r in r1.records if not r["cached"]]
     spec_mb = len(pickle.dumps(spec)) / 1e6
@@ -352,24 +340,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"rewards with 1 or 2 workers (checked: {'; '.join(same_rows)}), so the ratio is the "
         "speed-up of one fixed search. The K=1 sequential search proposes different "
         "candidates (of different costs) because its agent trains after every episode. With "
-        + (f"each candidate's samples in {n_ranges} ranges: a worker continues a candidate "
-           "it has built, else starts a new one, else steals a range of the candidate with "
-           "the most ranges left when one more build costs less than the range it saves "
-           "(`onnx_amc.parallel.pick_candidate`). " if n_ranges > 1 else
-           "each candidate whole on one worker (`--chunks 1`): with K = workers = 2 each "
-           "round waits for the slower of its two candidates; with K = 4 a worker that "
-           "finishes early takes the next one. ")
-        + "The statistics below are from the "
+        "K = workers = 2 each round waits for the slower of its two candidates; with K = 4 a "
+        "worker that finishes early takes the next one. The statistics below are from the "
         f"last Ray run (K={args.batches[-1]}).\n"
-        f"- per-candidate evaluation in the actors (summed over its ranges): mean "
-        f"{statistics.mean(compute):.3f} s, min "
+        f"- per-candidate evaluation in the actors: mean {statistics.mean(compute):.3f} s, min "
         f"{min(compute):.3f}, max {max(compute):.3f} (n={len(compute)}); in-process K=1 run: "
         f"mean {statistics.mean(seq_eval):.3f} s (n={len(seq_eval)})\n"
-        + (f"- builds per candidate (prune + ORT session, repeated on each worker that runs a "
-           f"range of it): mean {statistics.mean(builds):.2f}; a build took "
-           f"{statistics.median(build_s) * 1e3:.0f} ms (median, n={len(build_s)})\n"
-           if n_ranges > 1 and build_s else "")
-        + f"- Ray overhead per task (driver wall - actor compute): mean "
+        f"- Ray overhead per task (driver wall - actor compute): mean "
         f"{o_mean * 1e3:.1f} ms, max {max(overhead) * 1e3:.1f} ms; on a re-run of 8 known "
         f"policies: mean {statistics.mean(s.wall_s - s.compute_s for s in rerun) * 1e3:.1f} ms\n"
         f"- this machine's own ceiling for this workload, without Ray: 8 candidates in one "
@@ -397,11 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker) + the measured Ray overhead per task. "
         "Speed-up is against the sequential search (driver/episode at K=1 + mean "
         "evaluation), per episode. The row for 2 workers is the measured configuration: "
-        + ("With candidates split into sample ranges (the measured runs above), a round's "
-           "evaluation part tends to the mean evaluation plus the extra builds rather than "
-           "the slowest candidate, so this model is an upper bound on round time. "
-           if n_ranges > 1 else "")
-        + f"model x{srows[0][5]} against "
+        f"model x{srows[0][5]} against "
         + (f"x{vs_seq[2]:.2f} measured (K=2, median Ray run against the K=1 search). "
            if 2 in vs_seq else "(K=2 not run). ")
         + "Assumes workers as fast as these cores, the spec shipped "
@@ -413,8 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"K={k} " + "/".join(f"x{x:.2f}" for x in v) for k, v in fixed.items()))
     suffix = "" if args.model == "digits_vgg" and not args.no_reconstruct else \
         "_" + args.model.replace(":", "_").replace("@", "_") + \
-        ("_norecon" if args.no_reconstruct else "") + \
-        (f"_chunks{args.chunks}" if args.chunks is not None else "")
+        ("_norecon" if args.no_reconstruct else "")
     path = write_report("parallel" + suffix, "Parallel candidate evaluation on Ray (issue 7)"
                         + (f": {args.model}, reconstruction "
                            f"{'off' if args.no_reconstruct else 'on'}" if suffix else ""),

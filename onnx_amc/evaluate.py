@@ -146,16 +146,8 @@ class Evaluator:
         """The original model's outputs on the calibration inputs (read-only arrays)."""
         return dict(self._reference)
 
-    def session(self, model: Model) -> ort.InferenceSession:
-        """A session for ``model`` with this evaluator's threads and providers."""
-        return make_session(_to_bytes(model), self.threads, self.providers)
-
-    def run(self, model: Model | ort.InferenceSession, start: int = 0,
-            stop: int | None = None) -> dict[str, np.ndarray]:
-        """Outputs of ``model`` on calibration samples ``start:stop`` (default: all), keyed
-        like the original's.  A session from :meth:`session` can be passed instead of a model
-        to run several sample ranges of one candidate (``--workers`` split a candidate's
-        samples across workers); per-sample outputs do not depend on the range.
+    def run(self, model: Model) -> dict[str, np.ndarray]:
+        """Outputs of ``model`` on all calibration inputs, keyed like the original's.
 
         Outputs are matched to the original's by name when the names agree, otherwise
         by position (graph rewrites may rename outputs but keep their order).
@@ -163,12 +155,8 @@ class Evaluator:
         Raises:
             ValueError: the model's outputs cannot be matched to the original's.
         """
-        session = model if isinstance(model, ort.InferenceSession) else self.session(model)
-        n = len(self.calib)
-        stop = n if stop is None else stop
-        if not 0 <= start < stop <= n:
-            raise ValueError(f"sample range {start}:{stop} is not inside 0:{n}")
-        outputs = self._run_session(session, start=start, stop=stop)
+        session = make_session(_to_bytes(model), self.threads, self.providers)
+        outputs = self._run_session(session)
         names = list(outputs)
         if set(names) == set(self.output_names):
             return {name: outputs[name] for name in self.output_names}
@@ -181,7 +169,8 @@ class Evaluator:
     def evaluate(self, candidate: Model) -> Metrics:
         """Accuracy (if labels) and fidelity of ``candidate`` vs. the cached reference."""
         t0 = time.perf_counter()
-        metrics = self.metrics(self.run(candidate))
+        outputs = self.run(candidate)
+        metrics = Metrics.compute(outputs, self._reference, self.calib.labels)
         logger.debug(
             "evaluated candidate in %.3fs: %s=%.4f",
             time.perf_counter() - t0,
@@ -190,22 +179,19 @@ class Evaluator:
         )
         return metrics
 
-    def metrics(self, outputs: dict[str, np.ndarray]) -> Metrics:
-        """Metrics of a candidate's outputs on all calibration samples."""
-        return Metrics.compute(outputs, self._reference, self.calib.labels)
-
-    def _run_session(self, session: ort.InferenceSession, *, tune: bool = False,
-                     start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
-        """Outputs on calibration samples ``start:stop``. With ``tune`` (the reference pass,
-        dynamic batch axis), the first chunks follow :func:`_trial_plan` and
-        ``self.batch_size`` becomes the size that ran fastest per sample."""
-        n = len(self.calib) if stop is None else stop
+    def _run_session(self, session: ort.InferenceSession, *, tune: bool = False
+                     ) -> dict[str, np.ndarray]:
+        """Outputs on all calibration samples. With ``tune`` (the reference pass, dynamic batch
+        axis), the first chunks follow :func:`_trial_plan` and ``self.batch_size`` becomes the
+        size that ran fastest per sample."""
+        n = len(self.calib)
         fixed = _fixed_batch(session)
         trials = _trial_plan(n) if tune and fixed is None else []
         spent: dict[int, float] = {}
         done: dict[int, int] = {}
         out_names = [o.name for o in session.get_outputs()]
         chunks: dict[str, list[np.ndarray]] = {name: [] for name in out_names}
+        start = 0
         for i, size in enumerate(itertools.chain(trials, itertools.repeat(None))):
             if start >= n:
                 break
@@ -213,8 +199,7 @@ class Evaluator:
                 self.batch_size = min(spent, key=lambda b: spent[b] / done[b])
             step = fixed if fixed is not None else (size or self.batch_size)
             t0 = time.perf_counter()
-            real = self._run_chunk(session, out_names, start, min(start + step, n), fixed,
-                                   chunks)
+            real = self._run_chunk(session, out_names, start, step, fixed, chunks)
             if size is not None and i > 0:  # the first chunk is a warm-up (allocations)
                 spent[size] = spent.get(size, 0.0) + time.perf_counter() - t0
                 done[size] = done.get(size, 0) + real
@@ -222,8 +207,10 @@ class Evaluator:
         return {name: np.concatenate(parts, axis=0) for name, parts in chunks.items()}
 
     def _run_chunk(self, session: ort.InferenceSession, out_names: list[str], start: int,
-                   stop: int, fixed: int | None, chunks: dict[str, list[np.ndarray]]) -> int:
-        """Run samples ``start:stop`` and append their outputs; returns how many."""
+                   step: int, fixed: int | None, chunks: dict[str, list[np.ndarray]]) -> int:
+        """Run samples ``start:start+step`` and append their outputs; returns how many."""
+        n = len(self.calib)
+        stop = min(start + step, n)
         real = stop - start
         feeds = {}
         for name, arr in self.calib.inputs.items():

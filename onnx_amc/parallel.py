@@ -14,20 +14,6 @@ once, and afterwards receives only policies (a few hundred bytes) and returns
 :class:`~onnx_amc.search.env.EvalResult` values.  The scorer is deterministic, so the same seed
 and the same K give the same search as evaluating the batch in this process.
 
-Splitting candidates (work stealing): a round's candidates differ in cost (a candidate that
-keeps more channels runs longer), and with K = N a round would wait for its slowest candidate
-while the other workers idle.  So when the actors' scorers can (a
-:class:`~onnx_amc.scoring.CandidateScorer`), each candidate's samples are cut into ``chunks``
-contiguous ranges.  An idle actor continues a candidate it has already built, else starts one
-nobody has, else steals a range from the candidate with the most ranges left when that
-finishes it sooner (:func:`pick_candidate`: one more build against the ranges left).  Actors
-return the outputs of their range; the driver concatenates them in sample order and computes
-the metrics against the original's outputs (fetched once from actor 0).  ONNX Runtime's CPU
-kernels compute each sample on its own (``tests/test_evaluate.py``), so a split candidate
-scores exactly what it scores in one piece, and the search stays deterministic.  Each build is
-repeated on every actor that runs a range of it (with reconstruction, the weights are fitted
-again, identically: the fit is seeded), which is what the stealing rule weighs.
-
 Failures: an actor that dies mid-evaluation (``RayActorError``, ``WorkerCrashedError``) is
 replaced by a new one (built from the same spec ref; Ray's own ``max_restarts`` is not used
 because calls to a restarting actor fail instead of waiting) and its candidate is retried once,
@@ -47,15 +33,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from .errors import InputError
 
@@ -63,8 +46,7 @@ if TYPE_CHECKING:
     from .scoring import ScoringSpec
     from .search.env import EvalResult
 
-__all__ = ["RayPool", "WorkerFailure", "batch_size", "chunk_bounds", "evaluation_pool",
-           "pick_candidate"]
+__all__ = ["RayPool", "WorkerFailure", "batch_size", "evaluation_pool"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,40 +133,12 @@ class _Worker:
         self.where = f"ray worker {index} ({socket.gethostname()}, pid {os.getpid()})"
         self.scorer = (factory or _default_factory)(replace(spec, latency=False))
         self.latency = _LatencyProbe(self.scorer) if latency else None
-        self._sessions: dict[str, Any] = {}  # candidate token -> ORT session (LRU)
         target = spec.latency_target or "host"
         if latency and target != "host":
             self.where = f"{target} (through {self.where})"
 
     def describe(self) -> str:
         return self.where
-
-    def can_split(self) -> bool:
-        """Whether this actor can run sample ranges of a candidate (a CandidateScorer can;
-        a bare scoring function from a custom factory cannot)."""
-        return hasattr(self.scorer, "evaluator") and hasattr(self.scorer, "candidate")
-
-    def reference(self) -> dict[str, Any]:
-        """The original model's outputs on the search samples (the driver scores ranges)."""
-        return self.scorer.evaluator.reference_outputs
-
-    def run_range(self, token: str, policy: Mapping[str, float], start: int,
-                  stop: int) -> tuple[dict[str, Any], float, float]:
-        """Outputs of candidate ``token`` (built from ``policy`` on first use) on samples
-        ``start:stop``, with the seconds spent building it here (0 if built before) and
-        running the range."""
-        t0 = time.perf_counter()
-        session = self._sessions.pop(token, None)
-        built = 0.0
-        if session is None:
-            session = self.scorer.evaluator.session(self.scorer.candidate(policy))
-            built = time.perf_counter() - t0
-        self._sessions[token] = session  # most recently used last
-        while len(self._sessions) > _SESSIONS_KEPT:
-            self._sessions.pop(next(iter(self._sessions)))
-        t1 = time.perf_counter()
-        out = self.scorer.evaluator.run(session, start, stop)
-        return out, built, time.perf_counter() - t1
 
     def score(self, policy: Mapping[str, float]) -> tuple[EvalResult, float]:
         t0 = time.perf_counter()
@@ -202,69 +156,17 @@ class _Worker:
         return self.latency.original()
 
 
-#: Candidate sessions an actor keeps: it mostly works on one candidate at a time (it finishes
-#: the ranges of candidates it built before starting or stealing another).
-_SESSIONS_KEPT = 3
-
 # --------------------------------------------------------------------------- pool
 
 
 @dataclass(frozen=True)
 class TaskStat:
-    """One task as the pool saw it: a whole candidate, or one sample range of it (for
-    benchmarks and logs)."""
+    """One candidate evaluation as the pool saw it (for benchmarks and logs)."""
 
     worker: int
-    compute_s: float  # inside the actor: build the candidate (if not built yet), evaluate
+    compute_s: float  # inside the actor: build the candidate, evaluate it
     wall_s: float  # from dispatch to result on the driver (compute + shipping + queueing)
     attempt: int
-    call: int = 0  # which evaluate_many call
-    candidate: int = 0  # index in that call's policies
-    build_s: float = 0.0  # part of compute_s spent building the candidate on this actor
-
-
-#: Sample ranges per candidate when splitting (see the module doc).
-DEFAULT_CHUNKS = 4
-
-
-def chunk_bounds(n: int, chunks: int, min_size: int = 8) -> list[tuple[int, int]]:
-    """``chunks`` contiguous near-equal sample ranges covering ``0:n``; fewer when a range
-    would hold under ``min_size`` samples (a range's fixed cost would dominate it)."""
-    k = max(1, min(chunks, n // min_size))
-    edges = [i * n // k for i in range(k + 1)]
-    return list(zip(edges[:-1], edges[1:], strict=True))
-
-
-def pick_candidate(built: Set[int], pending: Sequence[int], owned: Sequence[bool],
-                   range_s: Sequence[float | None], build_s: float | None) -> int | None:
-    """The candidate an idle actor runs a range of next, or None (it stays idle).
-
-    1. one it has built already (no build cost), lowest index first;
-    2. one no actor has built (the round's own work);
-    3. a steal from the candidate with the most ranges left, ``p``, if that finishes it
-       sooner.  The thief pays a build ``b`` and a range ``t``; the owner would run the ``p``
-       ranges one after the other once its current range is done, so one steal helps when
-       ``b + t < p x t`` (ignoring what is left of the owner's current range, which only
-       makes the rule cautious).  Without measurements yet, steal when ``p >= 2``.
-
-    ``pending[i]``: ranges of candidate i not yet dispatched; ``owned[i]``: some actor has
-    built it; ``range_s[i]``: measured seconds per range of it (None: unknown); ``build_s``:
-    measured seconds per build.
-    """
-    for i in sorted(built):
-        if pending[i]:
-            return i
-    for i, p in enumerate(pending):
-        if p and not owned[i]:
-            return i
-    left = [i for i, p in enumerate(pending) if p]
-    if not left:
-        return None
-    i = max(left, key=lambda c: (pending[c], -c))
-    p, t = pending[i], range_s[i]
-    if t is None or build_s is None:
-        return i if p >= 2 else None
-    return i if build_s + t < p * t else None
 
 
 class RayPool:
@@ -278,30 +180,20 @@ class RayPool:
         address: ``None`` to start Ray here, or ``"auto"`` / ``"ray://host:port"`` to connect
             to a running cluster (every node needs onnx-amc installed).
         factory: builds each actor's scorer from the spec (tests inject faults with it).
-        chunks: sample ranges per candidate (default :data:`DEFAULT_CHUNKS`; 1 evaluates
-            each candidate whole on one actor).  See the module doc.
 
     Use as a context manager (or call :meth:`close`): it stops the actors, and Ray if it was
     started here.
     """
 
     def __init__(self, spec: ScoringSpec, workers: int | None = None,
-                 address: str | None = None, *, factory: ScorerFactory | None = None,
-                 chunks: int = DEFAULT_CHUNKS) -> None:
+                 address: str | None = None, *, factory: ScorerFactory | None = None) -> None:
         if workers is not None and workers < 1:
             raise InputError(f"--workers must be a positive integer, got {workers}")
-        if chunks < 1:
-            raise ValueError(f"chunks must be >= 1, got {chunks}")
         ray = _ray()
         self._ray = ray
         self._started = False
         self.actors: list[Any] = []
         self.stats: list[TaskStat] = []
-        self.evaluated = 0  # candidates scored
-        self._calls = 0
-        self._labels = spec.search_data.labels
-        self._range_times: deque[float] = deque(maxlen=64)  # recent seconds per range
-        self._build_times: deque[float] = deque(maxlen=64)  # recent seconds per build
         threads = max(1, int(spec.threads))
         t0 = time.perf_counter()
         if not ray.is_initialized():
@@ -331,12 +223,6 @@ class RayPool:
         self.replaced = 0
         try:
             self.where = ray.get([a.describe.remote() for a in self.actors])
-            self.bounds = chunk_bounds(len(spec.search_data), chunks)
-            if len(self.bounds) > 1 and not all(ray.get([a.can_split.remote()
-                                                         for a in self.actors])):
-                self.bounds = [(0, len(spec.search_data))]
-            self._reference = (ray.get(self.actors[0].reference.remote())
-                               if len(self.bounds) > 1 else None)
         except Exception as exc:
             self.close()
             raise RuntimeError(f"Ray workers could not build the candidate scorer (is onnx-amc "
@@ -361,103 +247,9 @@ class RayPool:
 
     def evaluate_many(self, policies: Sequence[Mapping[str, float]]) -> list[EvalResult]:
         """Evaluate the policies on idle actors, results in the order of ``policies``."""
+        ray = self._ray
+        lost = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
         policies = [dict(p) for p in policies]
-        self._calls += 1
-        if len(self.bounds) > 1:
-            results = self._evaluate_split(policies)
-        else:
-            results = self._evaluate_whole(policies)
-        self.evaluated += len(policies)
-        if self.measures_latency and policies:
-            results = self._with_latency(policies, results)
-        return results  # type: ignore[return-value]
-
-    __call__ = evaluate_many
-
-    def _lost(self) -> tuple[type[BaseException], ...]:
-        return (self._ray.exceptions.RayActorError, self._ray.exceptions.WorkerCrashedError)
-
-    def _retry_or_fail(self, what: str, attempts: int, w: int, exc: BaseException) -> None:
-        """After an actor died running ``what``: replace it (the caller re-queues the task),
-        or raise :class:`WorkerFailure` if that task already lost its worker once."""
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        if attempts >= 2:
-            raise WorkerFailure(f"{what} lost its Ray worker twice; last error: "
-                                f"{type(exc).__name__}: {first}") from exc
-        logger.warning("ray worker %d died evaluating a candidate (%s: %s); retrying it once",
-                       w, type(exc).__name__, first)
-        self._replace(w)
-
-    def _evaluate_split(self, policies: list[dict[str, float]]) -> list[EvalResult | None]:
-        """Each candidate's sample ranges on idle actors, by :func:`pick_candidate`."""
-        from .metrics import Metrics
-        from .scoring import eval_result
-
-        ray = self._ray
-        k, n_ranges = len(policies), len(self.bounds)
-        tokens = [f"{self._calls}:{i}" for i in range(k)]
-        pending = [deque(range(n_ranges)) for _ in range(k)]
-        parts: list[list[Any]] = [[None] * n_ranges for _ in range(k)]
-        left = [n_ranges] * k
-        built: list[set[int]] = [set() for _ in self.actors]
-        times: list[list[float]] = [[] for _ in range(k)]
-        attempts: dict[tuple[int, int], int] = {}
-        results: list[EvalResult | None] = [None] * k
-        idle = deque(range(len(self.actors)))
-        running: dict[Any, tuple[int, int, int, float]] = {}
-        while any(left):
-            for w in list(idle):
-                owned = [any(i in b for b in built) for i in range(k)]
-                fallback = statistics.median(self._range_times) if self._range_times else None
-                i = pick_candidate(
-                    built[w], [len(p) for p in pending], owned,
-                    [statistics.median(t) if t else fallback for t in times],
-                    statistics.median(self._build_times) if self._build_times else None)
-                if i is None and not running:  # never leave work stranded
-                    i = next((c for c in range(k) if pending[c]), None)
-                if i is None:
-                    continue
-                j = pending[i].popleft()
-                idle.remove(w)
-                built[w].add(i)
-                attempts[(i, j)] = attempts.get((i, j), 0) + 1
-                lo, hi = self.bounds[j]
-                ref = self.actors[w].run_range.remote(tokens[i], policies[i], lo, hi)
-                running[ref] = (i, j, w, time.perf_counter())
-            ready, _ = ray.wait(list(running), num_returns=1)
-            for ref in ready:
-                i, j, w, t0 = running.pop(ref)
-                try:
-                    out, build_s, run_s = ray.get(ref)
-                except self._lost() as exc:
-                    self._retry_or_fail(f"candidate {policies[i]} (samples "
-                                        f"{self.bounds[j][0]}:{self.bounds[j][1]})",
-                                        attempts[(i, j)], w, exc)
-                    built[w] = set()
-                    pending[i].appendleft(j)
-                    idle.append(w)
-                    continue
-                self.stats.append(TaskStat(w, float(build_s + run_s),
-                                           time.perf_counter() - t0, attempts[(i, j)],
-                                           self._calls, i, float(build_s)))
-                if build_s:
-                    self._build_times.append(float(build_s))
-                times[i].append(float(run_s))
-                self._range_times.append(float(run_s))
-                parts[i][j] = out
-                left[i] -= 1
-                if not left[i]:
-                    outputs = {name: np.concatenate([p[name] for p in parts[i]], axis=0)
-                               for name in parts[i][0]}
-                    parts[i] = []
-                    results[i] = eval_result(Metrics.compute(outputs, self._reference,
-                                                             self._labels))
-                idle.append(w)
-        return results
-
-    def _evaluate_whole(self, policies: list[dict[str, float]]) -> list[EvalResult | None]:
-        """Each candidate whole on one idle actor."""
-        ray = self._ray
         results: list[EvalResult | None] = [None] * len(policies)
         attempts = [0] * len(policies)
         todo = deque(range(len(policies)))
@@ -473,22 +265,31 @@ class RayPool:
                 i, w, t0 = running.pop(ref)
                 try:
                     ev, compute = ray.get(ref)
-                except self._lost() as exc:
-                    self._retry_or_fail(f"candidate {policies[i]}", attempts[i], w, exc)
+                except lost as exc:
+                    if attempts[i] >= 2:
+                        raise WorkerFailure(
+                            f"candidate {policies[i]} lost its Ray worker twice; last error: "
+                            f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+                    logger.warning("ray worker %d died evaluating a candidate (%s: %s); "
+                                   "retrying it once", w, type(exc).__name__,
+                                   str(exc).splitlines()[0] if str(exc) else "")
+                    self._replace(w)
                     todo.appendleft(i)
                     idle.append(w)  # the other idle actors go first
                     continue
                 self.stats.append(TaskStat(w, float(compute), time.perf_counter() - t0,
-                                           attempts[i], self._calls, i))
+                                           attempts[i]))
                 results[i] = ev
                 idle.append(w)
-        return results
+        if self.measures_latency and policies:
+            results = self._with_latency(policies, results)
+        return results  # type: ignore[return-value]
 
     def _with_latency(self, policies: list[dict[str, float]],
                       results: list[EvalResult | None]) -> list[EvalResult | None]:
         """Latency of the round's candidates, all on actor 0, after the accuracy phase."""
         ray = self._ray
-        lost = self._lost()
+        lost = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
         try:
             ms = ray.get(self.actors[0].measure.remote(policies))
         except lost:
@@ -501,6 +302,8 @@ class RayPool:
         where = self.where[0]
         return [replace(r, latency_ms=float(m), extra={**r.extra, "latency_on": where})
                 for r, m in zip(results, ms, strict=True) if r is not None]
+
+    __call__ = evaluate_many
 
     # ------------------------------------------------------------------ lifetime
 

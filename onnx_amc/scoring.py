@@ -22,11 +22,10 @@ if TYPE_CHECKING:
     from graph_ops.plan import PrunePlan
 
     from .data import CalibrationSet
-    from .metrics import Metrics
     from .search.env import EvalResult
     from .search.space import LayerSpace
 
-__all__ = ["ScoringSpec", "CandidateScorer", "eval_result"]
+__all__ = ["ScoringSpec", "CandidateScorer"]
 
 
 @dataclass(frozen=True)
@@ -122,19 +121,13 @@ class CandidateScorer:
         return self.build(policy)[0]
 
     def __call__(self, policy: Mapping[str, float]) -> EvalResult:
+        from .search.env import EvalResult
+
         model = self.candidate(policy)
         m = self.evaluator.evaluate(model)
+        extra: dict[str, Any] = {"top1": m.top1}
+        agreement = m.fidelity.get("top1_agreement") if m.fidelity else None
+        if agreement is not None:
+            extra["top1_agreement"] = float(agreement)
         latency = self._timer(model) if self._timer is not None else None
-        return eval_result(m, latency)
-
-
-def eval_result(m: Metrics, latency_ms: float | None = None) -> EvalResult:
-    """The search's view of a candidate's metrics (one place for in-process scoring and for
-    Ray workers that each ran part of a candidate's samples)."""
-    from .search.env import EvalResult
-
-    extra: dict[str, Any] = {"top1": m.top1}
-    agreement = m.fidelity.get("top1_agreement") if m.fidelity else None
-    if agreement is not None:
-        extra["top1_agreement"] = float(agreement)
-    return EvalResult(float(m.score), latency_ms, extra)
+        return EvalResult(float(m.score), latency, extra)

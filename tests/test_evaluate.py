@@ -154,26 +154,6 @@ def test_measured_batch_size_changes_speed_not_outputs(name: str) -> None:
     assert tuned.evaluate(model).fidelity["mean_rel_l2"] == 0.0
 
 
-@pytest.mark.parametrize("batch", [None, 3])
-def test_sample_ranges_of_one_session_add_up_to_the_whole_run(batch: int | None) -> None:
-    """Ray workers run sample ranges of a candidate and the driver scores the concatenation:
-    it must equal the candidate run in one piece, bit for bit, metrics included."""
-    model = make_classifier(batch="N")
-    calib = _calib(10)
-    ev = Evaluator(model, calib, batch_size=batch)
-    candidate = make_classifier(batch="N", seed=1)
-    whole = ev.run(candidate)
-    session = ev.session(candidate)
-    parts = [ev.run(session, lo, hi) for lo, hi in ((0, 4), (4, 5), (5, 10))]
-    joined = {k: np.concatenate([p[k] for p in parts]) for k in whole}
-    for key, value in whole.items():
-        np.testing.assert_array_equal(value, joined[key])
-    assert ev.metrics(joined) == ev.evaluate(candidate)
-    for bad in ((0, 0), (-1, 3), (4, 11)):
-        with pytest.raises(ValueError, match="sample range"):
-            ev.run(session, *bad)
-
-
 def test_trial_plan_times_every_size_on_equal_samples_both_ways() -> None:
     from onnx_amc.evaluate import _trial_plan
 

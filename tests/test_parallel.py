@@ -13,7 +13,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -204,34 +203,6 @@ def test_compress_resume_with_rounds_replays_and_reaches_the_same_policy(tmp_pat
         compress(str(MODEL), resume=part, **{**common, "batch": 3})
 
 
-def test_chunk_bounds_cover_the_samples_in_near_equal_ranges():
-    from onnx_amc.parallel import chunk_bounds
-
-    assert chunk_bounds(100, 4) == [(0, 25), (25, 50), (50, 75), (75, 100)]
-    assert chunk_bounds(30, 4) == [(0, 10), (10, 20), (20, 30)]  # ranges of >= 8 samples
-    assert chunk_bounds(5, 4) == [(0, 5)]
-    assert chunk_bounds(101, 1) == [(0, 101)]
-
-
-def test_pick_candidate_continues_then_starts_then_steals_when_it_pays():
-    from onnx_amc.parallel import pick_candidate
-
-    # Its own built candidate first, even if another one has more ranges left.
-    assert pick_candidate({1}, [3, 1], [True, True], [0.2, 0.2], 0.05) == 1
-    # Then a candidate nobody has built.
-    assert pick_candidate({0}, [0, 2, 4], [True, False, True], [0.2] * 3, 0.05) == 1
-    # Then a steal from the candidate with the most ranges left...
-    assert pick_candidate(set(), [1, 3], [True, True], [0.2, 0.2], 0.05) == 1
-    # ...only if one more build costs less than the ranges it saves: b + t < p x t.
-    assert pick_candidate(set(), [0, 2], [True, True], [None, 0.2], 0.25) is None
-    assert pick_candidate(set(), [0, 2], [True, True], [None, 0.2], 0.15) == 1
-    assert pick_candidate(set(), [0, 1], [True, True], [None, 0.2], 0.0) is None
-    # Nothing measured yet: steal when at least two ranges are left.
-    assert pick_candidate(set(), [0, 2], [True, True], [None, None], None) == 1
-    assert pick_candidate(set(), [0, 1], [True, True], [None, None], None) is None
-    assert pick_candidate(set(), [0, 0], [True, True], [None, None], None) is None
-
-
 # --------------------------------------------------------------------------- Ray
 
 
@@ -259,29 +230,6 @@ class CrashOnce:
             os._exit(3)
 
         return score
-
-
-class CrashOnceBuilding:
-    """Scorer factory (test only): a CandidateScorer (so candidates are split into sample
-    ranges) whose first build that claims the marker file kills its worker process."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __call__(self, spec):
-        from onnx_amc.scoring import CandidateScorer
-
-        marker = self.marker
-
-        class Crashing(CandidateScorer):
-            def candidate(self, policy):
-                try:
-                    os.remove(marker)
-                except FileNotFoundError:
-                    return super().candidate(policy)
-                os._exit(3)
-
-        return Crashing(spec)
 
 
 @pytest.fixture(scope="module")
@@ -328,13 +276,7 @@ def test_ray_search_equals_sequential_batched_search(ray_local, digits):
     assert _trace(result.records) == _trace(reference.records)
     assert result.best_policy == reference.best_policy
     assert [r["round"] for r in result.records] == [0, 0, 1, 1, 2, 2]
-    assert pool.evaluated == result.evaluations and used == {0, 1}
-    # Every candidate was split into the pool's sample ranges (the default CandidateScorer
-    # can run ranges), each range run once.
-    assert len(pool.bounds) == 4
-    per_candidate = Counter((s.call, s.candidate) for s in pool.stats)
-    assert len(per_candidate) == result.evaluations
-    assert set(per_candidate.values()) == {4}
+    assert len(pool.stats) == result.evaluations and used == {0, 1}
     assert ray_local.is_initialized()  # the pool did not stop a Ray it did not start
 
 
@@ -362,24 +304,6 @@ def test_worker_killed_mid_evaluation_is_retried_and_search_completes(ray_local,
         attempts = [s.attempt for s in pool.stats]
     assert not marker.exists()  # a worker did die
     assert attempts.count(2) == 1 and len(attempts) == result.evaluations
-    assert _trace(result.records) == _trace(reference.records)
-
-
-def test_worker_killed_while_building_a_range_is_retried_and_search_completes(
-        ray_local, digits, tmp_path):
-    from onnx_amc.parallel import RayPool
-
-    spec, env = digits
-    marker = tmp_path / "crash-once"
-    marker.touch()
-    cfg = SearchConfig(episodes=4, warmup=2, seed=4)
-    reference = run_ddpg(env(), cfg, batch=2)
-    with RayPool(spec, 2, factory=CrashOnceBuilding(str(marker))) as pool:
-        assert len(pool.bounds) > 1
-        result = run_ddpg(env(), cfg, batch=2, evaluate_many=pool.evaluate_many)
-        attempts = [s.attempt for s in pool.stats]
-    assert not marker.exists()  # a worker did die
-    assert attempts.count(2) == 1 and pool.evaluated == result.evaluations
     assert _trace(result.records) == _trace(reference.records)
 
 
