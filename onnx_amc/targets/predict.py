@@ -8,7 +8,8 @@ unit's cost depends on at most two channel counts: ``x`` (channels of its first 
 ``(x, y, ms)`` samples of every unit at the keep counts its candidates can take (a grid of
 ``round_to`` multiples); prediction is a piecewise bilinear lookup per unit, summed, plus a fitted
 correction ``a + b * sum`` for what single-unit timings miss (session overhead, reorders at the
-model's ends, cache effects), fitted on whole-model measurements taken while building the profile.
+model's ends, cache effects), fitted on whole-model measurements taken while building the profile
+(:func:`corrected_ms`: below the smallest measured model, proportional instead of linear).
 
 Tables are made monotone (running maximum along each axis): the action wall's bisection needs a
 cost that never grows when a keep ratio shrinks, and timing noise must not break that.
@@ -303,6 +304,13 @@ def validate_profile(profile: Any, path: str | os.PathLike[str] = "<profile>") -
             raise _bad(path, "'correction' needs finite numbers 'a_ms' and 'b'")
         if corr["b"] <= 0:
             raise _bad(path, "'correction.b' must be > 0")
+        s_lo = corr.get("s_lo_ms", 0.0)
+        if not (isinstance(s_lo, int | float) and math.isfinite(s_lo) and s_lo >= 0):
+            raise _bad(path, "'correction.s_lo_ms' must be a finite number >= 0")
+        positive = corr["a_ms"] + corr["b"] * s_lo > 0 if s_lo > 0 else corr["a_ms"] >= 0
+        if not positive:
+            raise _bad(path, "'correction' can predict a non-positive latency (a_ms < 0 needs "
+                       "s_lo_ms with a_ms + b * s_lo_ms > 0)")
     else:
         fits = profile.get("fits")
         if not isinstance(fits, dict) or not fits:
@@ -431,6 +439,15 @@ def _cell(axis: list[float], v: float) -> tuple[int, float]:
 # Predictor
 # --------------------------------------------------------------------------------------------
 
+def corrected_ms(total: float, a_ms: float, b: float, s_lo_ms: float = 0.0) -> float:
+    """Whole-model latency from the sum of unit tables: ``a + b * total`` down to the
+    smallest fitted sum ``s_lo_ms``, proportional to the line's value there below it (so a
+    negative intercept never yields a non-positive latency, and the cost stays monotone)."""
+    if total >= s_lo_ms or s_lo_ms <= 0:
+        return a_ms + b * total
+    return (a_ms + b * s_lo_ms) * total / s_lo_ms
+
+
 @dataclass(frozen=True, eq=False)
 class Predictor:
     """Predicted latency (ms) of pruned variants of one analysed model.
@@ -446,6 +463,7 @@ class Predictor:
     b: float
     source: str
     profile_info: dict[str, Any] = field(default_factory=dict)
+    s_lo_ms: float = 0.0  # see corrected_ms
     _score: list = field(default_factory=list, repr=False)  # lazily computed importance
 
     @classmethod
@@ -478,7 +496,7 @@ class Predictor:
         tables = tuple(Table.from_samples(by_id[u.id]["samples"]) for u in units)
         corr = profile["correction"]
         return cls(analysis, units, tables, float(corr["a_ms"]), float(corr["b"]), "predicted",
-                   info)
+                   info, float(corr.get("s_lo_ms", 0.0)))
 
     def __post_init__(self) -> None:
         # All units' channel classes in one index array: counts for a keep mask are then one
@@ -524,7 +542,7 @@ class Predictor:
         total = 0.0
         for t, (x, y) in zip(self.tables, self.counts(keep), strict=True):
             total += t(x, y)
-        return self.a_ms + self.b * total
+        return corrected_ms(total, self.a_ms, self.b, self.s_lo_ms)
 
     def predict_ms(self, keep_counts_by_group: Mapping[str, int] | None = None) -> float:
         """Predicted ms with ``{group id: channels kept}`` (top channels by L1; counts only
@@ -562,7 +580,8 @@ class Predictor:
                 if self._by_group is not None:
                     all_counts = sizes.copy()
                     all_counts[where] = counts
-                    v = self.a_ms + self.b * self._sum_from_counts(all_counts)
+                    v = corrected_ms(self._sum_from_counts(all_counts), self.a_ms, self.b,
+                                     self.s_lo_ms)
                 else:
                     v = self.predict_keep(space.keep_mask(counts))
                 if len(cache) < 100_000:
