@@ -98,6 +98,32 @@ def test_fit_correction_recovers_line() -> None:
     assert a == 0.0 and b > 0 and s_lo == 0.0
 
 
+def test_knots_interpolate_the_measured_points_monotone_and_positive() -> None:
+    from onnx_amc.targets.predict import corrected_ms
+    from onnx_amc.targets.profile import fit_knots
+
+    sums = [4.0, 1.0, 2.0, 3.0, 2.0, 0.0]
+    measured = [3.6, 0.5, 1.5, 1.2, 1.3, 0.1]  # 3.0 reads below 2.0 (1.4): noise, pooled
+    knots = fit_knots(sums, measured)
+    assert knots == pytest.approx([[1.0, 0.5], [2.0, 1.3], [3.0, 1.3], [4.0, 3.6]])
+    assert corrected_ms(2.5, 0.0, 1.0, 0.0, knots) == pytest.approx(1.3)
+    assert corrected_ms(3.5, 0.0, 1.0, 0.0, knots) == pytest.approx(2.45)
+    assert corrected_ms(0.5, 0.0, 1.0, 0.0, knots) == pytest.approx(0.25)  # proportional
+    assert corrected_ms(5.0, 0.0, 1.0, 0.0, knots) == pytest.approx(4.5)
+    xs = np.linspace(0.0, 6.0, 121)
+    ys = [corrected_ms(x, 0.0, 1.0, 0.0, knots) for x in xs]
+    assert ys[0] == 0.0 and all(y2 >= y1 for y1, y2 in zip(ys, ys[1:], strict=False))
+
+
+def test_new_profiles_predict_their_own_points_through_knots(profile) -> None:
+    from onnx_amc.targets.predict import corrected_ms
+
+    c = profile["correction"]
+    assert len(c["knots"]) >= 2
+    for x, y in c["knots"]:
+        assert corrected_ms(x, c["a_ms"], c["b"], c["s_lo_ms"], c["knots"]) == pytest.approx(y)
+
+
 def test_corrected_ms_is_positive_continuous_and_monotone_below_the_fit() -> None:
     from onnx_amc.targets.predict import corrected_ms
 
@@ -146,6 +172,9 @@ def test_profile_roundtrip(profile, tmp_path) -> None:
     (lambda d: d["correction"].update(s_lo_ms=-1.0), "s_lo_ms"),
     (lambda d: d["correction"].update(a_ms=-1.0, s_lo_ms=0.0), "non-positive"),
     (lambda d: d["correction"].update(a_ms=-1.0, b=1.0, s_lo_ms=0.5), "non-positive"),
+    (lambda d: d["correction"].update(knots=[[2.0, 1.0], [1.0, 2.0]]), "knots"),
+    (lambda d: d["correction"].update(knots=[[1.0, 2.0], [2.0, 1.0]]), "knots"),
+    (lambda d: d["correction"].update(knots=[[1.0, -2.0]]), "knots"),
 ])
 def test_malformed_profile_is_one_input_error(profile, tmp_path, mutate, message) -> None:
     doc = copy.deepcopy(profile)

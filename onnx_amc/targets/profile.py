@@ -406,9 +406,10 @@ def _design_policy(analysis: Analysis, design: Mapping[int, int],
 
 def fit_correction(sums: Sequence[float], measured: Sequence[float]
                    ) -> tuple[float, float, float]:
-    """``(a, b, s_lo)`` for :func:`~onnx_amc.targets.predict.corrected_ms`: least squares
-    ``measured = a + b * sum`` above ``s_lo``, the smallest fitted sum, and proportional to the
-    line's value there below it (an extrapolation that stays positive and monotone).
+    """``(a, b, s_lo)``: least squares ``measured = a + b * sum`` above ``s_lo``, the smallest
+    fitted sum, and proportional to the line's value there below it (an extrapolation that
+    stays positive and monotone).  Profiles now predict through :func:`fit_knots`; the line is
+    kept in them for reading (``onnx-amc profile`` prints it).
 
     Why a free intercept: single-unit timings overstate small kernels more than large ones
     (on this host, MobileNetV2's unit sum at a third of the original's latency read 27% high
@@ -429,11 +430,32 @@ def fit_correction(sums: Sequence[float], measured: Sequence[float]
     return float(max(0.0, np.mean(m - s))), 1.0, 0.0
 
 
+def fit_knots(sums: Sequence[float], measured: Sequence[float]) -> list[list[float]]:
+    """The whole-model points as knots for :func:`~onnx_amc.targets.predict.corrected_ms`:
+    sorted by sum, equal sums averaged, measured values made non-decreasing by isotonic
+    regression (pool adjacent violators), so that timing noise cannot make a smaller model
+    predict slower."""
+    by_sum: dict[float, list[float]] = {}
+    for s, m in zip(sums, measured, strict=True):
+        if s > 0 and m > 0:  # rounded as stored, so stored knots stay strictly increasing
+            by_sum.setdefault(round(float(s), 6), []).append(float(m))
+    xs = sorted(by_sum)
+    blocks: list[list[float]] = []  # [mean, weight] of pooled runs
+    for x in xs:
+        blocks.append([float(np.mean(by_sum[x])), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m2, w2), (m1, w1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2])
+    ys = [m for m, w in blocks for _ in range(int(w))]
+    return [[x, y] for x, y in zip(xs, ys, strict=True)]
+
+
 def _random_policy(analysis: Analysis, rng: np.random.Generator, lbound: float,
-                   round_to: int) -> dict[str, float]:
+                   round_to: int, hi: float = 1.0) -> dict[str, float]:
+    """Every prunable group at a keep ratio drawn from ``U(lbound, hi)``."""
     policy = {}
     for g in analysis.prunable_groups:
-        k = keep_count(g.size, float(rng.uniform(lbound, 1.0)), round_to, g.blocks)
+        k = keep_count(g.size, float(rng.uniform(lbound, hi)), round_to, g.blocks)
         if k < g.size:
             policy[g.id] = k / g.size
     return policy
@@ -717,14 +739,11 @@ def _build_model_profile(doc: dict[str, Any], analysis: Analysis, *, threads: in
         from .predict import Table
 
         tables = [Table.from_samples(s) for s in table]
-        # Keep ratios uniform in [lbound, 1]. Spreading the variants' upper bounds from
-        # lbound to 1 instead, so that the fit spans heavily pruned models, was measured
-        # worse: the line then fits the middle of the range less well (ResNet-18 @ 64:
-        # speed-up ratios within +-10% for 83% of bench_prediction's variants at 79121d0,
-        # benchmarks/results/prediction_79121d0.md; 97% before), and the free intercept
-        # alone extrapolates MobileNetV2 to heavy pruning (prediction_96_keephi0.5.md).
-        policies = [{}] + [_random_policy(analysis, rng, lbound, round_to)
-                           for _ in range(variants)]
+        # Upper keep bounds spread from just above lbound to 1, so that the knots span what a
+        # search visits, down to heavily pruned models (a budget of 0.5 of the latency lands
+        # at a third of the MACs on MobileNetV2), not only the middle of the range.
+        his = [lbound + (1.0 - lbound) * (i + 1) / variants for i in range(variants)]
+        policies = [{}] + [_random_policy(analysis, rng, lbound, round_to, hi) for hi in his]
         plans = [make_plan(analysis, p, score, round_to=1) for p in policies]
         models = [apply(analysis, pl).SerializeToString() for pl in plans]
         # Each variant interleaved with the original (onnx_amc.latency.measure_interleaved):
@@ -751,6 +770,7 @@ def _build_model_profile(doc: dict[str, Any], analysis: Analysis, *, threads: in
     sums = [float(sum(t(*u.counts(pl.keep)) for u, t in zip(units, tables, strict=True)))
             for pl in plans]
     a, b, s_lo = fit_correction(sums, measured)
+    knots = fit_knots(sums, measured)
     doc["model"] = {"name": name, "fingerprint": model_fingerprint(analysis),
                     "input_shapes": {k: list(v) for k, v in analysis.input_shapes.items()},
                     "units": len(units), "designs": len(designs), "timing_passes": passes,
@@ -761,15 +781,18 @@ def _build_model_profile(doc: dict[str, Any], analysis: Analysis, *, threads: in
                      "samples": s} for u, s in zip(units, table, strict=True)]
     doc["correction"] = {
         "a_ms": round(a, 6), "b": round(b, 6), "s_lo_ms": round(s_lo, 6),
+        "knots": [[x, round(y, 6)] for x, y in knots],
         "points": [{"sum_units_ms": round(s, 5), "measured_ms": round(m, 5),
                     "ratio_to_original": round(r, 5)}
                    for s, m, r in zip(sums, measured, ratios, strict=True)],
         "original_medians_ms": [round(v, 5) for v in originals],
-        "fit": "measured = a_ms + b * sum(unit tables) for sums >= s_lo_ms, and "
-               "(a_ms + b * s_lo_ms) * sum / s_lo_ms below; least squares over the original "
-               f"and {variants} random pruned variants; each variant's latency is its median "
-               "ratio to the original in one interleaved run times the original's lowest "
-               "median",
+        "fit": "predictions interpolate linearly between the knots (sum of unit tables, "
+               "measured ms: the points below, sorted, made non-decreasing) and scale "
+               "proportionally outside them; a_ms + b * sum is the least-squares line over the "
+               "same points, for reading. Points: the original and "
+               f"{variants} random pruned variants (keep ratios up to bounds spread from "
+               "lbound to 1); each variant's latency is its median ratio to the original in "
+               "one interleaved run times the original's lowest median",
     }
 
 

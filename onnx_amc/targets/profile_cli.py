@@ -36,8 +36,9 @@ def _summary(prof: dict, out: Path) -> list[str]:
         lines.append(f"correction: measured = {c['a_ms']:.4f} ms + {c['b']:.4f} x sum of "
                      f"units over {len(pts)} whole-model measurements (original "
                      f"{pts[0]['measured_ms']:.3f} ms)")
-        errs = [abs(corrected_ms(p["sum_units_ms"], c["a_ms"], c["b"], c.get("s_lo_ms", 0.0))
-                    / p["measured_ms"] - 1) for p in pts if p["measured_ms"] > 0]
+        errs = [abs(corrected_ms(p["sum_units_ms"], c["a_ms"], c["b"], c.get("s_lo_ms", 0.0),
+                                 c.get("knots", ())) / p["measured_ms"] - 1)
+                for p in pts if p["measured_ms"] > 0]
         if errs:
             lines.append(f"fit error on those: median {100 * sorted(errs)[len(errs) // 2]:.1f}%,"
                          f" max {100 * max(errs):.1f}%")
