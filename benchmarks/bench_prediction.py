@@ -2,8 +2,8 @@
 
 For each model: build a profile on this machine (``onnx_amc.targets.profile.build_profile``,
 1 thread, timed), then draw random pruned variants (a keep ratio per prunable group uniform in
-[0.2, 1], or [0.2, ``--keep-hi``], rounded up to multiples of 8 as the search does), predict each with
-``Predictor.predict_keep`` and measure it with ``onnx_amc.latency.measure`` (1 thread, default
+[0.2, 1], or [0.2, ``--keep-hi``], rounded up to multiples of 8 as the search does), predict
+each with ``Predictor.predict_keep`` and measure it with ``onnx_amc.latency.measure`` (1 thread, default
 stopping rule) twice in a row, keeping the lower median: the 2 vCPUs are shared with other
 engineers' jobs, which only ever add time, and the same model measured twice read 0.72 and
 1.25 ms during development (both columns are in the variants table).  Each variant is also
@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         log("warning: set OPENBLAS_NUM_THREADS=1 for timing")
     start = time.perf_counter()
     env = environment()
-    configs = [(m, args.size) for m in args.models] + ([("mobilenet_v2", 224)] if args.big else [])
+    configs = [(m, args.size) for m in args.models]
+    configs += [("mobilenet_v2", 224)] if args.big else []
     results = []
     with tempfile.TemporaryDirectory() as d:
         for name, size in configs:
@@ -210,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = [s for s in sections if s]
     suffix = "" if args.keep_hi == 1.0 and args.size is None else \
         f"_{args.size or 'default'}_keephi{args.keep_hi:g}"
-    path = write_report("prediction" + suffix, "Latency prediction from a host profile", env, sections,
-                        time.perf_counter() - start)
+    path = write_report("prediction" + suffix, "Latency prediction from a host profile", env,
+                        sections, time.perf_counter() - start)
     log(f"wrote {path.relative_to(REPO)}")
     return 0
 
