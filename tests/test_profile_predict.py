@@ -88,14 +88,10 @@ def test_table_interpolates_and_is_monotone() -> None:
 
 def test_fit_correction_recovers_line() -> None:
     s = np.array([1.0, 2.0, 3.0, 4.0])
-    a, b, s_lo = fit_correction(s, 0.5 + 1.5 * s)
-    assert a == pytest.approx(0.5) and b == pytest.approx(1.5) and s_lo == 1.0
-    # A negative intercept is kept (single-unit timings overstate small models) ...
-    a, b, s_lo = fit_correction(s, 2.0 * s - 0.3)
-    assert a == pytest.approx(-0.3) and b == pytest.approx(2.0) and s_lo == 1.0
-    # ... unless the line is not positive over the fitted range: then through zero.
-    a, b, s_lo = fit_correction(s, 2.0 * s - 2.5)
-    assert a == 0.0 and b > 0 and s_lo == 0.0
+    a, b = fit_correction(s, 0.5 + 1.5 * s)
+    assert a == pytest.approx(0.5) and b == pytest.approx(1.5)
+    a, b = fit_correction(s, 2.0 * s - 0.3)  # negative intercept: refit through 0
+    assert a == 0.0 and b > 0
 
 
 def test_knots_interpolate_the_measured_points_monotone_and_positive() -> None:
@@ -106,13 +102,14 @@ def test_knots_interpolate_the_measured_points_monotone_and_positive() -> None:
     measured = [3.6, 0.5, 1.5, 1.2, 1.3, 0.1]  # 3.0 reads below 2.0 (1.4): noise, pooled
     knots = fit_knots(sums, measured)
     np.testing.assert_allclose(knots, [[1.0, 0.5], [2.0, 1.3], [3.0, 1.3], [4.0, 3.6]])
-    assert corrected_ms(2.5, 0.0, 1.0, 0.0, knots) == pytest.approx(1.3)
-    assert corrected_ms(3.5, 0.0, 1.0, 0.0, knots) == pytest.approx(2.45)
-    assert corrected_ms(0.5, 0.0, 1.0, 0.0, knots) == pytest.approx(0.25)  # proportional
-    assert corrected_ms(5.0, 0.0, 1.0, 0.0, knots) == pytest.approx(4.5)
+    assert corrected_ms(2.5, 0.0, 1.0, knots) == pytest.approx(1.3)
+    assert corrected_ms(3.5, 0.0, 1.0, knots) == pytest.approx(2.45)
+    assert corrected_ms(0.5, 0.0, 1.0, knots) == pytest.approx(0.25)  # proportional
+    assert corrected_ms(5.0, 0.0, 1.0, knots) == pytest.approx(4.5)
     xs = np.linspace(0.0, 6.0, 121)
-    ys = [corrected_ms(x, 0.0, 1.0, 0.0, knots) for x in xs]
+    ys = [corrected_ms(x, 0.0, 1.0, knots) for x in xs]
     assert ys[0] == 0.0 and all(y2 >= y1 for y1, y2 in zip(ys, ys[1:], strict=False))
+    assert corrected_ms(0.5, 0.2, 1.0) == pytest.approx(0.7)  # older profiles: the line
 
 
 def test_new_profiles_predict_their_own_points_through_knots(profile) -> None:
@@ -121,20 +118,7 @@ def test_new_profiles_predict_their_own_points_through_knots(profile) -> None:
     c = profile["correction"]
     assert len(c["knots"]) >= 2
     for x, y in c["knots"]:
-        assert corrected_ms(x, c["a_ms"], c["b"], c["s_lo_ms"], c["knots"]) == pytest.approx(y)
-
-
-def test_corrected_ms_is_positive_continuous_and_monotone_below_the_fit() -> None:
-    from onnx_amc.targets.predict import corrected_ms
-
-    a, b, s_lo = -0.3, 2.0, 1.0
-    assert corrected_ms(3.0, a, b, s_lo) == pytest.approx(5.7)
-    assert corrected_ms(1.0, a, b, s_lo) == pytest.approx(1.7)
-    assert corrected_ms(0.5, a, b, s_lo) == pytest.approx(0.85)  # proportional below s_lo
-    xs = np.linspace(0.0, 4.0, 81)
-    ys = [corrected_ms(x, a, b, s_lo) for x in xs]
-    assert ys[0] == 0.0 and all(y2 > y1 for y1, y2 in zip(ys, ys[1:], strict=False))
-    assert corrected_ms(0.5, 0.2, 1.0) == pytest.approx(0.7)  # old profiles: no s_lo
+        assert corrected_ms(x, c["a_ms"], c["b"], c["knots"]) == pytest.approx(y)
 
 
 # -- profiles --------------------------------------------------------------------------------
@@ -169,9 +153,6 @@ def test_profile_roundtrip(profile, tmp_path) -> None:
     (lambda d: d["units"][0].update(samples=[[8, 8, -1.0]]), "sample"),
     (lambda d: d["units"][0].update(samples=[]), "samples"),
     (lambda d: d["model"].pop("fingerprint"), "fingerprint"),
-    (lambda d: d["correction"].update(s_lo_ms=-1.0), "s_lo_ms"),
-    (lambda d: d["correction"].update(a_ms=-1.0, s_lo_ms=0.0), "non-positive"),
-    (lambda d: d["correction"].update(a_ms=-1.0, b=1.0, s_lo_ms=0.5), "non-positive"),
     (lambda d: d["correction"].update(knots=[[2.0, 1.0], [1.0, 2.0]]), "knots"),
     (lambda d: d["correction"].update(knots=[[1.0, 2.0], [2.0, 1.0]]), "knots"),
     (lambda d: d["correction"].update(knots=[[1.0, -2.0]]), "knots"),

@@ -307,13 +307,6 @@ def validate_profile(profile: Any, path: str | os.PathLike[str] = "<profile>") -
             raise _bad(path, "'correction' needs finite numbers 'a_ms' and 'b'")
         if corr["b"] <= 0:
             raise _bad(path, "'correction.b' must be > 0")
-        s_lo = corr.get("s_lo_ms", 0.0)
-        if not (isinstance(s_lo, int | float) and math.isfinite(s_lo) and s_lo >= 0):
-            raise _bad(path, "'correction.s_lo_ms' must be a finite number >= 0")
-        positive = corr["a_ms"] + corr["b"] * s_lo > 0 if s_lo > 0 else corr["a_ms"] >= 0
-        if not positive:
-            raise _bad(path, "'correction' can predict a non-positive latency (a_ms < 0 needs "
-                       "s_lo_ms with a_ms + b * s_lo_ms > 0)")
         knots = corr.get("knots", [])
         ok = isinstance(knots, list) and all(
             isinstance(k, list) and len(k) == 2 and all(
@@ -454,14 +447,14 @@ def _cell(axis: list[float], v: float) -> tuple[int, float]:
 # Predictor
 # --------------------------------------------------------------------------------------------
 
-def corrected_ms(total: float, a_ms: float, b: float, s_lo_ms: float = 0.0,
+def corrected_ms(total: float, a_ms: float, b: float,
                  knots: Sequence[Sequence[float]] = ()) -> float:
     """Whole-model latency from the sum of unit tables.
 
     With ``knots`` (``(sum, measured)`` points, both increasing): linear interpolation between
     them, and proportional to the nearest end point outside them.  Without (profiles of
-    earlier versions): ``a + b * total`` down to ``s_lo_ms``, proportional below it.  Either
-    way positive and monotone, as the action wall's bisection needs."""
+    earlier versions): ``a + b * total``.  Either way positive and monotone, as the action
+    wall's bisection needs."""
     if knots:
         xs = [k[0] for k in knots]
         if total <= xs[0]:
@@ -471,9 +464,7 @@ def corrected_ms(total: float, a_ms: float, b: float, s_lo_ms: float = 0.0,
         i = bisect.bisect_right(xs, total)
         (x0, y0), (x1, y1) = knots[i - 1], knots[i]
         return y0 + (y1 - y0) * (total - x0) / (x1 - x0)
-    if total >= s_lo_ms or s_lo_ms <= 0:
-        return a_ms + b * total
-    return (a_ms + b * s_lo_ms) * total / s_lo_ms
+    return a_ms + b * total
 
 
 @dataclass(frozen=True, eq=False)
@@ -491,7 +482,6 @@ class Predictor:
     b: float
     source: str
     profile_info: dict[str, Any] = field(default_factory=dict)
-    s_lo_ms: float = 0.0  # see corrected_ms
     knots: tuple[tuple[float, float], ...] = ()  # see corrected_ms
     _score: list = field(default_factory=list, repr=False)  # lazily computed importance
 
@@ -525,8 +515,7 @@ class Predictor:
         tables = tuple(Table.from_samples(by_id[u.id]["samples"]) for u in units)
         corr = profile["correction"]
         return cls(analysis, units, tables, float(corr["a_ms"]), float(corr["b"]), "predicted",
-                   info, float(corr.get("s_lo_ms", 0.0)),
-                   tuple((float(x), float(y)) for x, y in corr.get("knots", [])))
+                   info, tuple((float(x), float(y)) for x, y in corr.get("knots", [])))
 
     def __post_init__(self) -> None:
         # All units' channel classes in one index array: counts for a keep mask are then one
@@ -572,7 +561,7 @@ class Predictor:
         total = 0.0
         for t, (x, y) in zip(self.tables, self.counts(keep), strict=True):
             total += t(x, y)
-        return corrected_ms(total, self.a_ms, self.b, self.s_lo_ms, self.knots)
+        return corrected_ms(total, self.a_ms, self.b, self.knots)
 
     def predict_ms(self, keep_counts_by_group: Mapping[str, int] | None = None) -> float:
         """Predicted ms with ``{group id: channels kept}`` (top channels by L1; counts only
@@ -611,7 +600,7 @@ class Predictor:
                     all_counts = sizes.copy()
                     all_counts[where] = counts
                     v = corrected_ms(self._sum_from_counts(all_counts), self.a_ms, self.b,
-                                     self.s_lo_ms, self.knots)
+                                     self.knots)
                 else:
                     v = self.predict_keep(space.keep_mask(counts))
                 if len(cache) < 100_000:

@@ -404,30 +404,20 @@ def _design_policy(analysis: Analysis, design: Mapping[int, int],
 # Whole-model correction
 # --------------------------------------------------------------------------------------------
 
-def fit_correction(sums: Sequence[float], measured: Sequence[float]
-                   ) -> tuple[float, float, float]:
-    """``(a, b, s_lo)``: least squares ``measured = a + b * sum`` above ``s_lo``, the smallest
-    fitted sum, and proportional to the line's value there below it (an extrapolation that
-    stays positive and monotone).  Profiles now predict through :func:`fit_knots`; the line is
-    kept in them for reading (``onnx-amc profile`` prints it).
-
-    Why a free intercept: single-unit timings overstate small kernels more than large ones
-    (on this host, MobileNetV2's unit sum at a third of the original's latency read 27% high
-    after a fit through zero; ``benchmarks/bench_prediction.py --keep-hi``), which a line
-    through zero cannot express and a negative intercept can.  Falls back to a line through
-    zero when the free fit is not increasing or not positive at ``s_lo``.
-    """
+def fit_correction(sums: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """Least squares ``measured = a + b * sum`` with ``a >= 0``, ``b > 0`` (else the best
+    one-parameter fit).  Profiles predict through :func:`fit_knots` (the relation bends);
+    the line is kept in them for reading, and profiles of earlier versions predict by it."""
     s = np.asarray(sums, dtype=np.float64)
     m = np.asarray(measured, dtype=np.float64)
-    s_lo = float(s.min()) if s.size else 0.0
     if s.size >= 2 and np.ptp(s) > 0:
         b, a = np.polyfit(s, m, 1)
-        if b > 0 and a + b * s_lo > 0:
-            return float(a), float(b), s_lo
+        if a >= 0 and b > 0:
+            return float(a), float(b)
     b = float((s @ m) / (s @ s)) if (s @ s) > 0 else 1.0
     if b > 0:
-        return 0.0, b, 0.0
-    return float(max(0.0, np.mean(m - s))), 1.0, 0.0
+        return 0.0, b
+    return float(max(0.0, np.mean(m - s))), 1.0
 
 
 def fit_knots(sums: Sequence[float], measured: Sequence[float]) -> list[list[float]]:
@@ -769,7 +759,7 @@ def _build_model_profile(doc: dict[str, Any], analysis: Analysis, *, threads: in
             bar.close()
     sums = [float(sum(t(*u.counts(pl.keep)) for u, t in zip(units, tables, strict=True)))
             for pl in plans]
-    a, b, s_lo = fit_correction(sums, measured)
+    a, b = fit_correction(sums, measured)
     knots = fit_knots(sums, measured)
     doc["model"] = {"name": name, "fingerprint": model_fingerprint(analysis),
                     "input_shapes": {k: list(v) for k, v in analysis.input_shapes.items()},
@@ -780,7 +770,7 @@ def _build_model_profile(doc: dict[str, Any], analysis: Analysis, *, threads: in
                      "x_full": u.x_full, "y_full": u.y_full if u.y_cls is not None else None,
                      "samples": s} for u, s in zip(units, table, strict=True)]
     doc["correction"] = {
-        "a_ms": round(a, 6), "b": round(b, 6), "s_lo_ms": round(s_lo, 6),
+        "a_ms": round(a, 6), "b": round(b, 6),
         "knots": [[x, round(y, 6)] for x, y in knots],
         "points": [{"sum_units_ms": round(s, 5), "measured_ms": round(m, 5),
                     "ratio_to_original": round(r, 5)}

@@ -19,8 +19,6 @@ log = logging.getLogger("onnx_amc")
 
 
 def _summary(prof: dict, out: Path) -> list[str]:
-    from .predict import corrected_ms
-
     dev = prof["device"]
     lines = [
         f"profile: {out}",
@@ -33,14 +31,18 @@ def _summary(prof: dict, out: Path) -> list[str]:
         lines.append(f"model: {m.get('name') or '?'}: {m['units']} units, {n} measured "
                      f"samples from {m['designs']} pruned designs")
         pts = c["points"]
-        lines.append(f"correction: measured = {c['a_ms']:.4f} ms + {c['b']:.4f} x sum of "
-                     f"units over {len(pts)} whole-model measurements (original "
-                     f"{pts[0]['measured_ms']:.3f} ms)")
-        errs = [abs(corrected_ms(p["sum_units_ms"], c["a_ms"], c["b"], c.get("s_lo_ms", 0.0),
-                                 c.get("knots", ())) / p["measured_ms"] - 1)
+        knots = c.get("knots", ())
+        lines.append(f"correction: {len(pts)} whole-model measurements (original "
+                     f"{pts[0]['measured_ms']:.3f} ms)" + (
+                         f", predicted through {len(knots)} knots; least-squares line for "
+                         "reading" if knots else "") +
+                     f": measured = {c['a_ms']:.4f} ms + {c['b']:.4f} x sum of units")
+        # The line's error on its own points: how much the relation bends (with knots, the
+        # prediction passes through the points, up to the monotone pooling).
+        errs = [abs((c["a_ms"] + c["b"] * p["sum_units_ms"]) / p["measured_ms"] - 1)
                 for p in pts if p["measured_ms"] > 0]
         if errs:
-            lines.append(f"fit error on those: median {100 * sorted(errs)[len(errs) // 2]:.1f}%,"
+            lines.append(f"line's error on those: median {100 * sorted(errs)[len(errs) // 2]:.1f}%,"
                          f" max {100 * max(errs):.1f}%")
     else:
         lines.append(f"generic grid: {len(prof['samples'])} measured shapes; fits per kind: "
