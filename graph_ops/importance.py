@@ -35,11 +35,12 @@ def _importance(analysis: Analysis, criterion: Criterion) -> np.ndarray:
         w = analysis.view.const(name)
         if w is None or w.ndim == 0 or w.shape[axis] != birth.layout.shape[0]:
             continue
-        w = (w if axis == 0 else np.moveaxis(w, axis, 0)).reshape(w.shape[axis], -1)
+        # Sum over the other axes in place: np.moveaxis is a fixed Python-level cost per call.
+        others = tuple(i for i in range(w.ndim) if i != axis)
         if criterion == "l1":
-            per = np.abs(w).sum(axis=1, dtype=np.float64)
+            per = np.abs(w).sum(axis=others, dtype=np.float64)
         else:
-            per = np.sqrt(np.square(w, dtype=np.float64).sum(axis=1))
+            per = np.sqrt(np.square(w, dtype=np.float64).sum(axis=others))
         classes.append(analysis.raw_to_class[birth.layout])
         norms.append(per)
     if not classes:
