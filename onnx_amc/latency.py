@@ -52,7 +52,15 @@ import onnxruntime as ort
 
 from onnx_amc.errors import InputError
 from onnx_amc.targets import remote_bench as _rb
-from onnx_amc.targets.remote_bench import WARMUP_TIME_S, median_ci
+from onnx_amc.targets.remote_bench import (
+    MIN_RUNS,
+    MIN_TIME_S,
+    REL_CI,
+    TIME_CAP_S,
+    WARMUP,
+    WARMUP_TIME_S,
+    median_ci,
+)
 
 __all__ = [
     "WARMUP_TIME_S",
@@ -185,11 +193,11 @@ def measure(
     inputs: Mapping[str, np.ndarray] | None = None,
     *,
     threads: int = 1,
-    warmup: int = 10,
-    min_runs: int = 20,
-    rel_ci: float = 0.02,
-    time_cap_s: float = 10.0,
-    min_time_s: float = 0.5,
+    warmup: int = WARMUP,
+    min_runs: int = MIN_RUNS,
+    rel_ci: float = REL_CI,
+    time_cap_s: float = TIME_CAP_S,
+    min_time_s: float = MIN_TIME_S,
     providers: Sequence[str] | str | None = None,
 ) -> LatencyStats:
     """Median latency of one inference, measured to a requested precision.
@@ -235,11 +243,11 @@ def measure_interleaved(
     inputs: Mapping[str, np.ndarray] | None = None,
     *,
     threads: int = 1,
-    warmup: int = 10,
-    min_runs: int = 20,
-    rel_ci: float = 0.02,
-    time_cap_s: float = 10.0,
-    min_time_s: float = 0.5,
+    warmup: int = WARMUP,
+    min_runs: int = MIN_RUNS,
+    rel_ci: float = REL_CI,
+    time_cap_s: float = TIME_CAP_S,
+    min_time_s: float = MIN_TIME_S,
     providers: Sequence[str] | str | None = None,
 ) -> list[LatencyStats]:
     """Like :func:`measure` for several models, alternating one run of each in turn.

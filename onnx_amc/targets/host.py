@@ -57,11 +57,11 @@ class HostTarget:
         *,
         threads: int = 1,
         providers: Sequence[str] | str | None = None,
-        rel_ci: float = 0.02,
-        time_cap_s: float = 10.0,
-        warmup: int = 10,
-        min_runs: int = 20,
-        min_time_s: float = 0.5,
+        rel_ci: float = remote_bench.REL_CI,
+        time_cap_s: float = remote_bench.TIME_CAP_S,
+        warmup: int = remote_bench.WARMUP,
+        min_runs: int = remote_bench.MIN_RUNS,
+        min_time_s: float = remote_bench.MIN_TIME_S,
         input_shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> list[LatencyStats]:
         """Each model measured on its own by :func:`onnx_amc.latency.measure`, in order;

@@ -41,6 +41,13 @@ except ImportError:  # pragma: no cover - exercised only on devices without nump
 PROTOCOL = 1
 FATAL_EXIT = 3
 WARMUP_TIME_S = 0.25
+# The stopping rule's defaults, one set for host and device: latency.measure and
+# measure_interleaved, HostTarget and SshTarget all stop a candidate's timing by the same rule.
+WARMUP = 10
+MIN_RUNS = 20
+REL_CI = 0.02
+TIME_CAP_S = 10.0
+MIN_TIME_S = 0.5
 _EXACT_MAX_N = 300
 _FRAME = struct.Struct(">Q")
 
