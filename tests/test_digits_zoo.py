@@ -104,3 +104,22 @@ def test_vgg_head_is_flatten_into_gemm() -> None:
     assert len(gemms) == 2
     first = producers[gemms[0].input[0]]
     assert first.op_type in ("Flatten", "Reshape")
+
+
+def test_upsampled_calibration_matches_what_the_trained_zoo_models_saw() -> None:
+    """scripts/train_zoo_on_digits.py trains through a torch Upsample and writes the held-out
+    digits upsampled by numpy; if the two differed, the benchmark would score the models on
+    inputs they were never trained on."""
+    import importlib.util
+
+    import torch
+
+    path = REPO_ROOT / "scripts" / "train_zoo_on_digits.py"
+    spec = importlib.util.spec_from_file_location("train_zoo_on_digits", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    x = calib()[0][:5]
+    got = mod.upsample(x, 3)
+    want = mod.Upsample(3)(torch.from_numpy(x)).numpy()
+    assert got.shape == (5, 3, 96, 96) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
