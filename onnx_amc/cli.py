@@ -456,8 +456,10 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
               "for up to 8 groups, else 300).")
 @click.option("--warmup", type=click.IntRange(min=0), help="Episodes of random actions before "
               "the agent learns (default: a third of the episodes).")
-@click.option("--search", type=click.Choice(["ddpg", "uniform", "random"]), default="ddpg",
-              show_default=True, help="AMC's DDPG agent, or a baseline under the same budget.")
+@click.option("--search", type=click.Choice(["ddpg", "uniform", "random", "greedy"]),
+              default="ddpg", show_default=True,
+              help="AMC's DDPG agent, or a baseline under the same budget (greedy: AIMET's "
+              "per-group sensitivity with one accuracy threshold; it ignores --episodes).")
 @click.option("--reconstruct", is_flag=True, help="Least-squares reconstruction of every "
               "candidate (in the search loop, as AMC does) and of the result.")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CompressionResult", "compress", "SEARCHES", "default_episodes"]
 
-SEARCHES = ("ddpg", "uniform", "random")
+SEARCHES = ("ddpg", "uniform", "random", "greedy")
 
 
 def default_episodes(num_groups: int) -> tuple[int, int]:
@@ -299,11 +299,24 @@ def compress(
 
                     random_search(env, episodes, seed=seed, progress=progress, on_record=record,
                                   batch=k, evaluate_many=many)
+        elif search == "greedy":
+            from .parallel import evaluation_pool
+            from .search.baselines import greedy_search
+
+            def probe(p: dict[str, Any]) -> None:  # logged, but never a candidate
+                if log_fh is not None:
+                    log_fh.write(json.dumps({"phase": "sensitivity", **p}) + "\n")
+
+            with evaluation_pool(spec, workers, ray_address) as pool:
+                many = pool.evaluate_many if pool is not None else None
+                res = greedy_search(env, progress=progress, on_probe=probe, batch=k,
+                                    evaluate_many=many)
+            record({**res.best, "episode": 0, "phase": "greedy"})
         else:
             from .search.baselines import uniform_search
 
             res = uniform_search(env)
-            record({"episode": 0, "phase": "uniform", **res.best})
+            record({**res.best, "episode": 0, "phase": "uniform"})
     except KeyboardInterrupt:
         interrupted = True
         logger.warning("interrupted after %d episodes: keeping the best candidate so far",
@@ -438,6 +451,8 @@ def _load_resume(path: str | os.PathLike[str], settings: dict[str, Any]
             "budget_use", "latency_ms", "extra")
     cache: dict[tuple[int, ...], dict[str, Any]] = {}
     for row in rows:
+        if isinstance(row, dict) and row.get("phase") == "sensitivity":
+            continue  # greedy's single-group probes: never candidates (greedy re-probes)
         if not isinstance(row, dict) or not all(k in row for k in keys[:4]):
             raise InputError(f"--resume {p}: malformed episode record")
         cache[tuple(int(c) for c in row["keep_counts"])] = {k: row.get(k) for k in keys}

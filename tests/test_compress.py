@@ -135,3 +135,30 @@ def test_resume_refuses_a_log_of_another_search(tmp_path):
     r = _run("compress", str(MODEL), "-o", str(tmp_path / "b.onnx"), "--flops", "0.6", *args,
              "--resume", str(tmp_path / "a.onnx.log.jsonl"))
     assert r.returncode == 2 and "other settings" in r.stderr
+
+
+def test_greedy_search_logs_its_probes_meets_the_budget_and_resumes(tmp_path):
+    out = tmp_path / "g.onnx"
+    args = ["compress", str(MODEL), "-o", str(out), "--calib", str(CALIB), "--flops", "0.5",
+            "--search", "greedy", "--no-progress"]
+    r = _run(*args)
+    assert r.returncode == 0, r.stderr
+    assert "search: greedy" in r.stdout
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    policy = json.loads((tmp_path / "g.onnx.policy.json").read_text())
+    assert policy["budget"]["use"] <= 0.5 + 1e-9
+    log = [json.loads(line) for line in (tmp_path / "g.onnx.log.jsonl").read_text().splitlines()]
+    probes = [e for e in log[1:] if e.get("phase") == "sensitivity"]
+    finals = [e for e in log[1:] if e.get("phase") == "greedy"]
+    groups = log[0]["settings"]["groups"]
+    assert len(probes) == 8 * len(groups) and len(finals) == 1
+    assert {p["group"] for p in probes} == set(groups)
+    assert all(0.0 <= p["score"] <= 1.0 and 0.2 <= p["ratio"] < 1.0 for p in probes)
+    assert set(finals[0]["sensitivity"]) == set(groups)
+    # Its log is a valid --resume (the probes are skipped, not taken for candidates).
+    again = tmp_path / "g2.onnx"
+    r = _run(*[a if a != str(out) else str(again) for a in args], "--resume",
+             str(tmp_path / "g.onnx.log.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "g2.onnx.policy.json").read_text())["groups"] == \
+        policy["groups"]

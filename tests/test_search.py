@@ -38,7 +38,13 @@ from onnx_amc.search.agent import (
     make_ddpg,
     run_ddpg,
 )
-from onnx_amc.search.baselines import random_search, uniform_ratio, uniform_search
+from onnx_amc.search.baselines import (
+    greedy_grid,
+    greedy_search,
+    random_search,
+    uniform_ratio,
+    uniform_search,
+)
 from onnx_amc.search.env import EvalResult, PruningEnv
 
 ASSETS = Path(__file__).resolve().parent.parent / "onnx_amc" / "assets"
@@ -420,3 +426,58 @@ def test_short_search_with_real_evaluator(digits_space):
     assert count(space.analysis, plan.keep).macs <= 0.5 * space.original.macs
     assert result.best["budget_use"] <= 0.5
     json.dumps(list(result.records))
+
+
+def test_greedy_keeps_the_sensitive_group_and_prunes_the_rest(chain_space):
+    """AIMET's greedy selection on a fake accuracy where only the first group matters: the
+    threshold search keeps that group whole and prunes every other one as far as the grid
+    goes, under the budget; the probes never pass through the wall."""
+    space = chain_space
+    first = space.group_ids[0]
+
+    def evaluate(policy):
+        return EvalResult(float(policy.get(first, 1.0)))
+
+    probes = []
+    budget = macs_budget(space, 0.5)
+    res = greedy_search(PruningEnv(space, budget, evaluate), on_probe=probes.append)
+    grid = greedy_grid(space)
+    assert grid[0] == space.lbound and grid[-1] < space.rbound and len(grid) == 8
+    assert len(probes) == len(grid) * space.num_groups
+    floor = space.keep_counts([space.lbound] * space.num_groups)
+    assert res.best_keep_counts[0] == space.sizes[0]  # whole (after rounding)
+    assert res.best_keep_counts[1:] == floor[1:]
+    assert res.best["budget_use"] <= 0.5 and res.best_score == pytest.approx(1.0)
+    assert res.best["sensitivity"][first][f"{grid[0]:g}"] < 1.0
+    distinct = {space.keep_counts([p["ratio"] if g == p["group"] else 1.0
+                                   for g in space.group_ids]) for p in probes}
+    assert res.evaluations == len(distinct) + 1
+
+
+def test_greedy_threshold_is_the_highest_that_fits(chain_space):
+    """Every group's accuracy falls with its keep ratio at its own rate: the chosen policy fits
+    the budget, and raising the threshold to the next probed score would not."""
+    space = chain_space
+    w = np.linspace(1.0, 0.1, space.num_groups)
+
+    def evaluate(policy):
+        r = np.asarray(space.ratios_of(policy))
+        return EvalResult(float(1.0 - np.dot(w, 1.0 - r)))
+
+    budget = macs_budget(space, 0.4)
+    probes = []
+    res = greedy_search(PruningEnv(space, budget, evaluate), on_probe=probes.append)
+    assert budget_use(budget, space, res.best_ratios) <= 0.4
+    # Groups that cost less accuracy are pruned at least as far as groups that cost more.
+    r = np.asarray(res.best_ratios)
+    assert r[-1] <= r[0]
+    chosen_t = min(res.best["sensitivity"][g][f"{x:g}"] for g, x in
+                   zip(space.group_ids, res.best_ratios, strict=True) if x < 1.0)
+    higher = sorted({p["score"] for p in probes if p["score"] > chosen_t})
+    if higher:
+        t = higher[0]
+        ratios = []
+        for g in space.group_ids:
+            ok = [p["ratio"] for p in probes if p["group"] == g and p["score"] >= t]
+            ratios.append(min(ok) if ok else 1.0)
+        assert budget_use(budget, space, ratios) > 0.4

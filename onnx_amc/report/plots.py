@@ -34,7 +34,7 @@ KERNEL_COLORS: dict[str, str] = {
     "other": "#7F7F7F",
 }
 _PHASE_COLORS: dict[str, str] = {"warmup": "#9AA5B1", "agent": "#0072B2", "uniform": "#E69F00",
-                                 "random": "#9AA5B1"}
+                                 "random": "#9AA5B1", "greedy": "#CC79A7"}
 _CHOSEN_COLOR = "#D55E00"
 _FROZEN_FACE = "#EEF0F3"
 _FROZEN_EDGE = "#8A939E"
