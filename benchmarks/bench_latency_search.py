@@ -10,7 +10,11 @@ is pruned, scored on labelled held-out digits):
 * ``--latency R --target PROFILE.json``: a profile built beforehand (``onnx-amc profile``);
   candidates' latency is predicted, and the result is then measured;
 * ``--flops R``: the classic MACs budget;
-* ``--flops R --search uniform``: one ratio everywhere (rounded to 1 to reach the budget).
+* ``--flops R --search uniform``: one ratio everywhere (rounded to 1 to reach the budget);
+* ``--latency R --search uniform``: one ratio everywhere under the same latency budget (rounded
+  to 8): the hand-crafted policy at equal latency;
+* ``--flops M``, with M the MACs fraction the host latency search ended at (same seed): at equal
+  MACs, is the latency-aware policy faster, and as accurate?
 
 All results of one model and seed are then measured together, interleaved with the original
 (``measure_interleaved``: same conditions for every model, which cancels the drift of a shared
@@ -68,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environment()
     rows, detail = [], []
     methods = ("latency (host, measured)", "latency (profile, predicted)", "flops (DDPG)",
-               "flops (uniform)")
+               "flops (uniform)", "latency (uniform)", "flops (DDPG) at the host result's MACs")
+    deterministic = (methods[3], methods[4])  # one run per model, reused for every seed
     tmp = Path(tempfile.mkdtemp(prefix="bench_latency_search_"))
     for name in args.models.split(","):
         path, calib, extra_set = prepare(name, tmp, n=args.calib_size, n_test=args.test_size)
@@ -98,14 +103,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 methods[1]: dict(latency=args.keep, target=str(prof_path)),
                 methods[2]: dict(flops=args.keep),
                 methods[3]: dict(flops=args.keep, search="uniform", round_to=1),
+                # Uniform under the same latency budget (the wall's bisection on the profile's
+                # prediction, rounded to 8): the hand-crafted policy at equal latency.
+                methods[4]: dict(latency=args.keep, profile_time_s=args.profile_time,
+                                 search="uniform"),
             }
-            for m, kw in kwargs.items():
-                if m == methods[3] and seed > 0:
+            for m in methods:
+                if m in deterministic and seed > 0:
                     continue  # deterministic: one run, reused
+                if m == methods[5]:
+                    # The FLOPs search given the MACs the host latency search ended at (same
+                    # seed): at equal MACs, is the latency-aware policy faster, as accurate?
+                    host = results[methods[0]]
+                    kw = dict(flops=round(host.macs_after / host.macs_before, 4))
+                else:
+                    kw = kwargs[m]
                 t = time.perf_counter()
                 results[m] = compress(str(path), **common, **kw)
-                log(f"{name} seed {seed} {m}: score {results[m].metrics_after.score:.4f}, "
-                    f"{time.perf_counter() - t:.0f} s")
+                log(f"{name} seed {seed} {m} {kw}: score "
+                    f"{results[m].metrics_after.score:.4f}, {time.perf_counter() - t:.0f} s")
             res0 = results[methods[2]]
             base_acc = res0.metrics_before.score
             one = {k: v[:1] for k, v in __import__("numpy").load(calib).items()

