@@ -70,6 +70,12 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("onnx-amc: interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            # The reader left (`onnx-amc inspect m.onnx | head`): outputs are already written,
+            # so end quietly with the status a SIGPIPE'd shell tool has, and keep Python from
+            # complaining again while it flushes the dead stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except Exception as exc:  # noqa: BLE001 - the contract is one line, never a traceback
             if os.environ.get("ONNX_AMC_DEBUG"):
                 raise
@@ -552,7 +558,10 @@ def _print_compress(res, out_path: Path) -> None:
     for w in res.warnings:
         click.echo(f"onnx-amc: WARNING: {w}", err=True)
     b, af = res.metrics_before, res.metrics_after
-    click.echo(f"search: {res.search}, {res.episodes_run} episodes, seed {res.seed}, "
+    what = f"{res.episodes_run} episodes"
+    if res.search == "greedy" and res.records:
+        what = f"{res.records[0].get('probes', 0)} sensitivity probes and 1 candidate"
+    click.echo(f"search: {res.search}, {what}, seed {res.seed}, "
                f"{res.seconds:.1f} s" + (" (interrupted: best so far)" if res.interrupted
                                          else ""))
     click.echo(f"budget: keep {res.budget_keep} of {res.budget_kind}; used "

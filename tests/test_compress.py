@@ -143,7 +143,7 @@ def test_greedy_search_logs_its_probes_meets_the_budget_and_resumes(tmp_path):
             "--search", "greedy", "--no-progress"]
     r = _run(*args)
     assert r.returncode == 0, r.stderr
-    assert "search: greedy" in r.stdout
+    assert "search: greedy, " in r.stdout and " sensitivity probes and 1 candidate" in r.stdout
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
     policy = json.loads((tmp_path / "g.onnx.policy.json").read_text())
     assert policy["budget"]["use"] <= 0.5 + 1e-9

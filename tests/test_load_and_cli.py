@@ -182,3 +182,16 @@ def test_reconstruct_needs_calib(tmp_path):
              "--keep", "0.5", "--reconstruct")
     assert r.returncode == 2 and "need --calib" in r.stderr
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_a_reader_that_leaves_early_ends_the_cli_quietly(small_model):
+    """`onnx-amc inspect m.onnx | head -1`: no "internal error" line, no traceback, and the
+    status of a shell tool stopped by SIGPIPE."""
+    import os
+
+    r_fd, w_fd = os.pipe()
+    os.close(r_fd)  # the reader is gone before the CLI writes anything
+    proc = subprocess.run([*CLI, "inspect", str(small_model)], stdout=w_fd,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(w_fd)
+    assert proc.stderr == "" and proc.returncode == 141

@@ -214,6 +214,7 @@ def greedy_search(
     result = _run(env, actions)
     result["sensitivity"] = {gid: {f"{r:g}": float(sens[i, j]) for j, r in enumerate(grid)}
                              for i, gid in enumerate(space.group_ids)}
+    result["probes"] = len(keys)  # distinct single-group policies evaluated
     callback.record(result)
     res = callback.result("greedy", env)
     return dataclasses.replace(res, evaluations=res.evaluations + len(keys))
