@@ -77,11 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_latency_search_"))
     for name in args.models.split(","):
         path, calib, extra_set = prepare(name, tmp, n=args.calib_size, n_test=args.test_size)
-        extra = Evaluator(onnx_load(path), extra_set) if extra_set is not None else None
+        original = onnx_load(path)
+        extra = Evaluator(original, extra_set) if extra_set is not None else None
         extra_note = ""
         if extra is not None:
             extra_note = (f"; extra test: {extra_set.source}, original top-1 "
-                          f"{extra.evaluate(onnx_load(path)).score:.4f}")
+                          f"{extra.evaluate(original).score:.4f}")
         t_prof = time.perf_counter()
         profile = build_profile(str(path), time_budget_s=args.profile_time, seed=0)
         prof_s = time.perf_counter() - t_prof
@@ -126,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             base_acc = res0.metrics_before.score
             one = {k: v[:1] for k, v in __import__("numpy").load(calib).items()
                    if k != "labels"}
-            models = [onnx_load(path)] + [results[m].model for m in methods]
+            models = [original] + [results[m].model for m in methods]
             stats = measure_interleaved(models, one, threads=1, min_time_s=2.0,
                                         time_cap_s=30.0)
             base_ms = stats[0].median_ms

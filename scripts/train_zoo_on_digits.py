@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import io
 import json
 import logging
@@ -44,6 +43,9 @@ from torch import nn
 SCRIPTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = SCRIPTS_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(SCRIPTS_DIR))
+
+import make_default_model as dm  # noqa: E402  (data, split, recipe, ORT check, atomic writes)
 
 from tests.zoo import architectures  # noqa: E402
 from tests.zoo.export import cache_dir  # noqa: E402
@@ -55,18 +57,6 @@ ARCHS = {
                                              num_classes=10),
 }
 MIN_ACCURACY = 0.9
-
-
-def _default_model_module():
-    path = SCRIPTS_DIR / "make_default_model.py"
-    spec = importlib.util.spec_from_file_location("make_default_model", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_default_model", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-dm = _default_model_module()
 
 
 class Upsample(nn.Module):

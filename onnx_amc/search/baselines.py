@@ -28,6 +28,11 @@ __all__ = ["greedy_grid", "greedy_search", "random_search", "uniform_ratio",
            "uniform_search"]
 
 
+def _fits(budget: Budget, space: LayerSpace, ratios: list[float]) -> bool:
+    """Whether the rounded policy of ``ratios`` meets the budget (as the wall prices it)."""
+    return budget.fits(budget_use(budget, space, ratios) * budget.original)
+
+
 def uniform_ratio(space: LayerSpace, budget: Budget, *, iterations: int = 40) -> float:
     """The largest single keep ratio in ``[lbound, rbound]`` whose rounded policy meets the
     budget (exactly or under: rounding makes the cost a step function of the ratio).
@@ -39,7 +44,7 @@ def uniform_ratio(space: LayerSpace, budget: Budget, *, iterations: int = 40) ->
     n = space.num_groups
 
     def fits(r: float) -> bool:
-        return budget.fits(budget_use(budget, space, [r] * n) * budget.original)
+        return _fits(budget, space, [r] * n)
 
     if fits(space.rbound):
         return float(space.rbound)
@@ -53,10 +58,15 @@ def uniform_ratio(space: LayerSpace, budget: Budget, *, iterations: int = 40) ->
     return float(lo)
 
 
-def _run(env: PruningEnv, actions: list[float]) -> dict[str, Any]:
+def _run(env: PruningEnv, ratios: list[float]) -> dict[str, Any]:
+    """One episode that asks for ``ratios`` (mapped back to the env's [-1, 1] actions), through
+    the wall and the cache; its result."""
+    space = env.space
+    width = space.rbound - space.lbound
     env.reset()
     info: dict[str, Any] = {}
-    for a in actions:
+    for r in ratios:
+        a = 2.0 * (r - space.lbound) / width - 1.0 if width > 0 else 1.0
         _, _, done, _, info = env.step(np.array([a], dtype=np.float32))
         if done:
             break
@@ -68,10 +78,8 @@ def uniform_search(env: PruningEnv) -> SearchResult:
     and the cache apply; the wall never changes it, since it already fits)."""
     space = env.space
     r = uniform_ratio(space, env.budget)
-    width = space.rbound - space.lbound
-    action = 2.0 * (r - space.lbound) / width - 1.0 if width > 0 else 1.0
     callback = SearchCallback(1)
-    callback.record(_run(env, [action] * space.num_groups))
+    callback.record(_run(env, [r] * space.num_groups))
     return callback.result("uniform", env)
 
 
@@ -193,25 +201,20 @@ def greedy_search(
             out.append(min(ok) if ok else float(space.rbound))
         return out
 
-    def fits(ratios: list[float]) -> bool:
-        return budget.fits(budget_use(budget, space, ratios) * budget.original)
-
     thresholds = sorted(set(sens.ravel().tolist()))  # ascending; the first always fits
     lo, hi = 0, len(thresholds)  # fits(thresholds[lo]); thresholds[hi] (if any) does not
-    if fits([float(space.rbound)] * n):
+    if _fits(budget, space, [float(space.rbound)] * n):
         chosen = [float(space.rbound)] * n
     else:
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if fits(ratios_at(thresholds[mid])):
+            if _fits(budget, space, ratios_at(thresholds[mid])):
                 lo = mid
             else:
                 hi = mid
         chosen = ratios_at(thresholds[lo])
-    width = space.rbound - space.lbound
-    actions = [2.0 * (r - space.lbound) / width - 1.0 if width > 0 else 1.0 for r in chosen]
     callback = SearchCallback(1)
-    result = _run(env, actions)
+    result = _run(env, chosen)
     result["sensitivity"] = {gid: {f"{r:g}": float(sens[i, j]) for j, r in enumerate(grid)}
                              for i, gid in enumerate(space.group_ids)}
     result["probes"] = len(keys)  # distinct single-group policies evaluated
