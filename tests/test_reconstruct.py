@@ -308,3 +308,61 @@ def test_bn_reestimation_leaves_models_without_bn_alone(digits) -> None:
     model, recon, _ = digits
     out = reestimate_bn(model, recon.inputs)
     assert out.SerializeToString() == model.SerializeToString()
+
+
+# --------------------------------------------------------------------------------------------
+# Passes that start at the kept frontier instead of the model inputs
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["yolo", "unet", "densenet", "mobilenet_v3_small"])
+def test_frontier_passes_reconstruct_like_whole_passes(name, monkeypatch) -> None:
+    """Each wave's pass runs only the nodes after the kept activations; the fitted model must
+    match the one fitted from whole passes (frontier off: nothing kept) on branchy graphs
+    (YOLO's split/concat neck, UNet's skips, DenseNet's concats, MobileNetV3's SE gates),
+    over several batches."""
+    import onnx_amc.reconstruct as rec
+    from tests.zoo import model_path, sample_inputs
+
+    model = onnx.load(str(model_path(name)))
+    x = sample_inputs(name, batch=10, seed=1)
+    a = analyze(model)
+    plan = make_plan(a, uniform_policy(a, 0.5), importance(a), round_to=1)
+    pruned = apply(a, plan)
+    fed: list[int] = []
+    whole_batches = rec._batches
+
+    def counting(*args, **kw):
+        fed.append(len(kw.get("given") or (args[5] if len(args) > 5 else None) or {}))
+        return whole_batches(*args, **kw)
+
+    monkeypatch.setattr(rec, "_batches", counting)
+    fast, rep_fast = reconstruct(model, pruned, a, plan, x, batch=4)
+    assert any(fed), "no pass started at kept activations"
+    monkeypatch.setattr(rec, "FRONTIER_BYTES", 0)
+    fed.clear()
+    slow, rep_slow = reconstruct(model, pruned, a, plan, x, batch=4)
+    assert not any(fed)
+    assert [n.node for n in rep_fast.fitted] == [n.node for n in rep_slow.fitted]
+    y_fast = make_session(fast.SerializeToString()).run(None, x)
+    y_slow = make_session(slow.SerializeToString()).run(None, x)
+    for f, s in zip(y_fast, y_slow, strict=True):
+        np.testing.assert_allclose(f, s, rtol=1e-3, atol=1e-4)
+
+
+def test_frontier_passes_reestimate_bn_like_whole_passes(monkeypatch) -> None:
+    import onnx_amc.reconstruct as rec
+    from tests.zoo import model_path, sample_inputs
+
+    model = onnx.load(str(model_path("resnet18", bn="kept")))
+    x = sample_inputs("resnet18", batch=10, seed=1)
+    fast = reestimate_bn(model, x, batch=4)
+    monkeypatch.setattr(rec, "FRONTIER_BYTES", 0)
+    slow = reestimate_bn(model, x, batch=4)
+    a = {t.name: numpy_helper.to_array(t) for t in fast.graph.initializer}
+    b = {t.name: numpy_helper.to_array(t) for t in slow.graph.initializer}
+    assert a.keys() == b.keys()
+    changed = [k for k in a if not np.array_equal(a[k], numpy_helper.to_array(
+        next(t for t in model.graph.initializer if t.name == k)))]
+    assert changed  # the statistics were re-estimated at all
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
