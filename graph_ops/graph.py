@@ -159,7 +159,8 @@ class GraphView:
                 self.const_source[node.output[0]] = ConstSource("constant_node", idx)
         self.shapes: dict[str, Shape] = shapes or {}
         for inp in model.graph.input:
-            self.shapes.setdefault(inp.name, _value_info_shape(inp))
+            if inp.name not in self.shapes and inp.name not in self.initializers:
+                self.shapes[inp.name] = _value_info_shape(inp)
         self._fold_pass()
 
     # -- constants -------------------------------------------------------------------------
@@ -219,15 +220,12 @@ def _value_info_shape(vi: onnx.ValueInfoProto) -> Shape | None:
     t = vi.type
     if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
         return None
-    dims: list[Dim] = []
-    for d in t.tensor_type.shape.dim:
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        elif d.HasField("dim_param"):
-            dims.append(d.dim_param)
-        else:
-            dims.append(None)
-    return tuple(dims)
+    return tuple(_dim(d) for d in t.tensor_type.shape.dim)
+
+
+def _dim(d: onnx.TensorShapeProto.Dimension) -> Dim:
+    which = d.WhichOneof("value")
+    return d.dim_value if which == "dim_value" else d.dim_param if which == "dim_param" else None
 
 
 def _light_copy(model: onnx.ModelProto, nodes: list[onnx.NodeProto] | None = None
@@ -296,9 +294,12 @@ def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]
     except Exception:
         inferred = m
     shapes: dict[str, Shape] = {}
+    stand_ins = {t.name for t in model.graph.initializer}  # shapes come from their values
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(
         inferred.graph.output
     ):
+        if vi.name in stand_ins:
+            continue
         s = _value_info_shape(vi)
         if s is not None:
             shapes[vi.name] = s
@@ -315,7 +316,7 @@ def computed_shape_args(view: GraphView) -> dict[str, np.ndarray]:
     from .shape_eval import evaluate
 
     def shape_of(t: str):
-        s = view.shapes.get(t)
+        s = view.shape(t)
         return None if s is None else tuple(d if isinstance(d, int) else np.nan for d in s)
 
     out: dict[str, np.ndarray] = {}

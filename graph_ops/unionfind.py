@@ -31,7 +31,7 @@ class UnionFind:
         r = p[x]
         while True:
             rr = p[r]
-            if np.array_equal(rr, r):
+            if (rr == r).all():  # np.array_equal's checks cost more than the compare here
                 break
             r = rr
         p[x] = r
@@ -58,6 +58,6 @@ class UnionFind:
         p = self._parent[: self._n].copy()
         while True:
             q = p[p]
-            if np.array_equal(q, p):
+            if (q == p).all():
                 return p
             p = q
