@@ -128,7 +128,7 @@ _FOLDABLE = frozenset(
 class GraphView:
     """Lookups over one normalised model. Built once per analysis; never mutates the model."""
 
-    def __init__(self, model: onnx.ModelProto, shapes: dict[str, Shape] | None = None,
+    def __init__(self, model: onnx.ModelProto, shapes: Shapes | None = None,
                  nodes: list[onnx.NodeProto] | None = None) -> None:
         self.model = model
         self.graph = model.graph
@@ -157,7 +157,7 @@ class GraphView:
         for idx, node in enumerate(self.nodes):
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
                 self.const_source[node.output[0]] = ConstSource("constant_node", idx)
-        self.shapes: dict[str, Shape] = shapes or {}
+        self.shapes = shapes if shapes is not None else Shapes()
         for inp in model.graph.input:
             if inp.name not in self.shapes and inp.name not in self.initializers:
                 self.shapes[inp.name] = _value_info_shape(inp)
@@ -262,9 +262,32 @@ def _light_copy(model: onnx.ModelProto, nodes: list[onnx.NodeProto] | None = Non
     return m
 
 
+class Shapes:
+    """Tensor shapes read from value_info on first use: a rule asks for a few of them, and
+    reading a protobuf shape costs more than the rule's own work on small graphs."""
+
+    def __init__(self, infos: dict[str, onnx.ValueInfoProto] | None = None) -> None:
+        self._infos = infos or {}
+        self._read: dict[str, Shape | None] = {}
+
+    def get(self, name: str) -> Shape | None:
+        try:
+            return self._read[name]
+        except KeyError:
+            vi = self._infos.get(name)
+            s = self._read[name] = None if vi is None else _value_info_shape(vi)
+            return s
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._read or name in self._infos
+
+    def __setitem__(self, name: str, shape: Shape | None) -> None:
+        self._read[name] = shape
+
+
 def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None,
                  known: dict[str, np.ndarray] | None = None,
-                 nodes: list[onnx.NodeProto] | None = None) -> dict[str, Shape]:
+                 nodes: list[onnx.NodeProto] | None = None) -> Shapes:
     """Non-strict ONNX shape inference with data propagation, on a copy.
 
     ``input_shapes`` pins dynamic input dims (needed only for MACs). A symbolic leading (batch)
@@ -293,17 +316,10 @@ def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]
         inferred = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
     except Exception:
         inferred = m
-    shapes: dict[str, Shape] = {}
     stand_ins = {t.name for t in model.graph.initializer}  # shapes come from their values
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(
-        inferred.graph.output
-    ):
-        if vi.name in stand_ins:
-            continue
-        s = _value_info_shape(vi)
-        if s is not None:
-            shapes[vi.name] = s
-    return shapes
+    g = inferred.graph
+    return Shapes({vi.name: vi for part in (g.value_info, g.input, g.output) for vi in part
+                   if vi.name not in stand_ins})
 
 
 _SHAPE_ARGS = {"Slice": (1, 2, 3, 4), "Reshape": (1,), "Resize": (1, 2, 3), "Expand": (1,),

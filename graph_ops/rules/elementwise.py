@@ -22,10 +22,12 @@ BROADCASTING = (
 @DEFAULT_RULES.register(*BROADCASTING)
 def broadcast(ctx: Context, node: onnx.NodeProto) -> None:
     names = [n for n in node.input if n]
-    chans = [(n, ctx.chan(n)) for n in names if ctx.chan(n) is not None]
+    state = [ctx.chan(n) for n in names]
+    chans = [(n, c) for n, c in zip(names, state, strict=True) if c is not None]
     if not chans:
         return
-    ranks = [ctx.rank(n) for n in names]
+    ranks = [c.rank if c is not None else ctx.g.rank(n)
+             for n, c in zip(names, state, strict=True)]
     if any(r is None for r in ranks):
         ctx.freeze_inputs(f"{node.op_type} input of unknown rank")
         return
@@ -39,8 +41,8 @@ def broadcast(ctx: Context, node: onnx.NodeProto) -> None:
     for _, c in chans[1:]:
         ctx.union(first.layout, c.layout)
     size = first.size
-    for name, rank in zip(names, ranks, strict=True):
-        if ctx.chan(name) is not None:
+    for name, rank, c in zip(names, ranks, state, strict=True):
+        if c is not None:
             continue
         local = axis - (out_rank - rank)
         if local < 0:
