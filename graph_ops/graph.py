@@ -125,6 +125,9 @@ _FOLDABLE = frozenset(
 )
 
 
+_INITIALIZER = ConstSource("initializer")
+
+
 class GraphView:
     """Lookups over one normalised model. Built once per analysis; never mutates the model."""
 
@@ -136,43 +139,39 @@ class GraphView:
             (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1
         )
         self.nodes: list[onnx.NodeProto] = list(model.graph.node) if nodes is None else nodes
-        self.producer: dict[str, int] = {}
-        self.consumers: dict[str, list[int]] = {}
-        for idx, node in enumerate(self.nodes):
-            for out in node.output:
-                if out:
-                    self.producer[out] = idx
-            for inp in node.input:
-                if inp:
-                    self.consumers.setdefault(inp, []).append(idx)
         self.graph_outputs = {o.name for o in model.graph.output}
         self.initializers = {t.name: t for t in model.graph.initializer}
         self.graph_inputs = {
             i.name: i for i in model.graph.input if i.name not in self.initializers
         }
-        self.const_source: dict[str, ConstSource] = {}
         self._const: dict[str, np.ndarray] = {}
-        for name in self.initializers:
-            self.const_source[name] = ConstSource("initializer")
+        src = self.const_source = {name: _INITIALIZER for name in self.initializers}
+        self.producer: dict[str, int] = {}
+        self.consumers: dict[str, list[int]] = {}
+        # One walk in topological order: a folded constant's arguments are marked before it.
         for idx, node in enumerate(self.nodes):
-            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
-                self.const_source[node.output[0]] = ConstSource("constant_node", idx)
+            outs = list(node.output)
+            ins = list(node.input)
+            for out in outs:
+                if out:
+                    self.producer[out] = idx
+            for inp in ins:
+                if inp:
+                    self.consumers.setdefault(inp, []).append(idx)
+            op = node.op_type
+            if op == "Constant" or op in _FOLDABLE:
+                if node.domain not in ("", "ai.onnx") or not outs:
+                    continue
+                if op == "Constant":
+                    src[outs[0]] = ConstSource("constant_node", idx)
+                elif len(outs) == 1 and ins and all(i in src for i in ins if i):
+                    src[outs[0]] = ConstSource("derived", idx)
         self.shapes = shapes if shapes is not None else Shapes()
         for inp in model.graph.input:
             if inp.name not in self.shapes and inp.name not in self.initializers:
                 self.shapes[inp.name] = _value_info_shape(inp)
-        self._fold_pass()
 
     # -- constants -------------------------------------------------------------------------
-    def _fold_pass(self) -> None:
-        for idx, node in enumerate(self.nodes):
-            if node.op_type not in _FOLDABLE or node.domain not in ("", "ai.onnx"):
-                continue
-            if len(node.output) != 1 or not node.input:
-                continue
-            if all(i in self.const_source for i in node.input if i):
-                self.const_source[node.output[0]] = ConstSource("derived", idx)
-
     def is_const(self, name: str) -> bool:
         return name in self.const_source and self.const(name) is not None
 
