@@ -227,10 +227,10 @@ def _dim(d: onnx.TensorShapeProto.Dimension) -> Dim:
     return d.dim_value if which == "dim_value" else d.dim_param if which == "dim_param" else None
 
 
-def _light_copy(model: onnx.ModelProto, nodes: list[onnx.NodeProto] | None = None
-                ) -> onnx.ModelProto:
-    """A copy for shape inference where large float weights become typed graph inputs: inference
-    needs their shapes only, and serialising ResNet-50's weights costs most of a second."""
+def model_shell(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of everything but the graph's contents (opsets, IR version, metadata, functions;
+    the graph's name): the start of a partial copy, which CopyFrom of the whole model and
+    clearing would pay for in weights."""
     m = onnx.ModelProto()
     for fd, value in model.ListFields():
         if fd.name != "graph":
@@ -241,8 +241,16 @@ def _light_copy(model: onnx.ModelProto, nodes: list[onnx.NodeProto] | None = Non
                 target.CopyFrom(value)
             else:
                 setattr(m, fd.name, value)
+    m.graph.name = model.graph.name
+    return m
+
+
+def _light_copy(model: onnx.ModelProto, nodes: list[onnx.NodeProto] | None = None
+                ) -> onnx.ModelProto:
+    """A copy for shape inference where large float weights become typed graph inputs: inference
+    needs their shapes only, and serialising ResNet-50's weights costs most of a second."""
+    m = model_shell(model)
     g, src = m.graph, model.graph
-    g.name = src.name
     g.node.extend(src.node if nodes is None else nodes)
     g.output.extend(src.output)
     declared = {i.name for i in src.input}

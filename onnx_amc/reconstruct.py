@@ -52,6 +52,7 @@ from onnx import helper, numpy_helper
 
 from graph_ops import Analysis
 from graph_ops.edits import kept_positions
+from graph_ops.graph import model_shell
 from graph_ops.plan import PrunePlan
 from onnx_amc.latency import make_session
 
@@ -226,18 +227,8 @@ def _with_outputs(model: onnx.ModelProto, names: Sequence[str],
 
     Nodes that ``names`` do not depend on are dropped; graphs with control-flow subgraphs are
     kept whole (their outer-scope reads are implicit) and take no ``given`` tensors."""
-    m = onnx.ModelProto()
-    for fd, value in model.ListFields():
-        if fd.name != "graph":
-            target = getattr(m, fd.name)
-            if hasattr(value, "extend") and not isinstance(value, str | bytes):
-                target.extend(value)
-            elif fd.message_type is not None:
-                target.CopyFrom(value)
-            else:
-                setattr(m, fd.name, value)
+    m = model_shell(model)
     src, g = model.graph, m.graph
-    g.name = src.name
     whole = _has_subgraphs(src)
     nodes = list(src.node) if whole else _needed_nodes(src, names, given)
     read = {i for node in nodes for i in node.input} | set(names)
