@@ -14,7 +14,7 @@ from onnx import helper, numpy_helper
 
 from .analyze import Analysis
 from .edits import kept_positions
-from .graph import _RAW_DTYPES
+from .graph import _RAW_DTYPES, copy_fields
 from .plan import PrunePlan
 
 __all__ = ["apply"]
@@ -189,26 +189,14 @@ def apply(analysis: Analysis, plan: PrunePlan) -> onnx.ModelProto:
     return out
 
 
-def _copy_fields(dst, src, skip: tuple[str, ...]) -> None:
-    for fd, value in src.ListFields():
-        if fd.name in skip:
-            continue
-        if hasattr(value, "extend") and not isinstance(value, str | bytes):  # repeated field
-            getattr(dst, fd.name).extend(value)
-        elif fd.message_type is not None:
-            getattr(dst, fd.name).CopyFrom(value)
-        else:
-            setattr(dst, fd.name, value)
-
-
 def _shell(analysis: Analysis) -> onnx.ModelProto:
     """The model without nodes, initializers, inputs and value_info (cached per analysis), so
     apply never copies the bulk of the weights twice."""
     cached = analysis.__dict__.get("_apply_shell")
     if cached is None:
         cached = onnx.ModelProto()
-        _copy_fields(cached, analysis.model, ("graph",))
-        _copy_fields(cached.graph, analysis.model.graph,
+        copy_fields(cached, analysis.model, ("graph",))
+        copy_fields(cached.graph, analysis.model.graph,
                      ("node", "initializer", "input", "value_info"))
         analysis.__dict__["_apply_shell"] = cached
     return cached

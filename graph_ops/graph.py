@@ -227,20 +227,25 @@ def _dim(d: onnx.TensorShapeProto.Dimension) -> Dim:
     return d.dim_value if which == "dim_value" else d.dim_param if which == "dim_param" else None
 
 
+def copy_fields(dst, src, skip: tuple[str, ...]) -> None:
+    """Copy every set field of protobuf ``src`` into ``dst`` but those named in ``skip``."""
+    for fd, value in src.ListFields():
+        if fd.name in skip:
+            continue
+        if hasattr(value, "extend") and not isinstance(value, str | bytes):  # repeated field
+            getattr(dst, fd.name).extend(value)
+        elif fd.message_type is not None:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
+
+
 def model_shell(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of everything but the graph's contents (opsets, IR version, metadata, functions;
     the graph's name): the start of a partial copy, which CopyFrom of the whole model and
     clearing would pay for in weights."""
     m = onnx.ModelProto()
-    for fd, value in model.ListFields():
-        if fd.name != "graph":
-            target = getattr(m, fd.name)
-            if hasattr(value, "extend") and not isinstance(value, str | bytes):
-                target.extend(value)
-            elif fd.message_type is not None:
-                target.CopyFrom(value)
-            else:
-                setattr(m, fd.name, value)
+    copy_fields(m, model, ("graph",))
     m.graph.name = model.graph.name
     return m
 
