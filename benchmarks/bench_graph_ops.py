@@ -296,28 +296,26 @@ def time_torch_pruning(name: str, reps: int) -> Generator[None, None, TPResult]:
     t_s: list[float] = []
     model = base
 
-    def construct() -> tuple[Any, Any]:
+    def fresh() -> tuple[Any, list[Any]]:
+        """A deep copy of the model and its ignored layers (outside the timed call)."""
         copied = copy.deepcopy(base)
         modules = dict(copied.named_modules())
-        return copied, tp.pruner.MetaPruner(
-            copied, ex_arg, importance=tp.importance.MagnitudeImportance(p=1),
-            pruning_ratio=0.5, ignored_layers=[modules[k] for k in TP_IGNORED.get(name, [])])
+        return copied, [modules[k] for k in TP_IGNORED.get(name, [])]
+
+    def construct(model: Any, ignored: list[Any]) -> Any:  # MetaPruner traces the model
+        return tp.pruner.MetaPruner(model, ex_arg,
+                                    importance=tp.importance.MagnitudeImportance(p=1),
+                                    pruning_ratio=0.5, ignored_layers=ignored)
 
     for _ in range(reps):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                construct()[1].step()  # untimed warm-up call, as on graph_ops' side
-                # The timed call: construction (MetaPruner traces the model) + step; the deep
-                # copy and the ignored-layer lookup stay outside, as before.
-                model = copy.deepcopy(base)
-                modules = dict(model.named_modules())
-                ignored = [modules[k] for k in TP_IGNORED.get(name, [])]
+                construct(*fresh()).step()  # untimed warm-up call, as on graph_ops' side
+                model, ignored = fresh()
                 gc.collect()
                 t0 = time.perf_counter()
-                pruner = tp.pruner.MetaPruner(
-                    model, ex_arg, importance=tp.importance.MagnitudeImportance(p=1),
-                    pruning_ratio=0.5, ignored_layers=ignored)
+                pruner = construct(model, ignored)
                 t1 = time.perf_counter()
                 pruner.step()
                 t2 = time.perf_counter()
