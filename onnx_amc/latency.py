@@ -29,6 +29,7 @@ devices (``--target ssh://...``), so remote and local numbers come from the same
 Stopping rule
 -------------
 After ``warmup`` untimed runs (and at least ``WARMUP_TIME_S`` of them), runs are timed one at a time with ``perf_counter_ns``
+(several models: in blocks, see :func:`measure_interleaved`)
 (wall time of ``session.run`` including input/output copies).  Once ``min_runs``
 timings exist, the distribution-free CI of the median is computed from order
 statistics (exact binomial for n <= 300, normal approximation above) and measuring
@@ -250,12 +251,14 @@ def measure_interleaved(
     min_time_s: float = MIN_TIME_S,
     providers: Sequence[str] | str | None = None,
 ) -> list[LatencyStats]:
-    """Like :func:`measure` for several models, alternating one run of each in turn.
+    """Like :func:`measure` for several models, alternating short blocks of runs of each.
 
     Use this for *ratios* (candidate vs. original): machine load drifts on a scale of
     seconds, and interleaving exposes every model to the same drift, so the ratio of
     medians is far more repeatable than the ratio of two separate :func:`measure`
-    calls.  Stops when every model's median CI is within ``rel_ci`` (or at the cap;
+    calls.  Blocks of about 20 ms, each after two untimed runs, not one run each in turn:
+    right after a switch a model runs from caches that hold the other one, up to 2x slower
+    than alone (see ``remote_bench.BLOCK_S``); until 2026-11-30 runs alternated one by one.  Stops when every model's median CI is within ``rel_ci`` (or at the cap;
     ``capped`` is then set on all returned stats).  ``inputs`` are shared by all
     models; ``None`` draws random inputs per model with the same seed.
     """

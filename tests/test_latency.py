@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -88,9 +89,40 @@ def test_measure_interleaved_returns_one_stat_per_model() -> None:
         [small, big], warmup=1, min_runs=10, rel_ci=0.5, time_cap_s=5.0, min_time_s=0.0
     )
     assert len(stats) == 2
-    assert stats[0].runs == stats[1].runs >= 10
+    assert stats[0].runs >= 10 and stats[1].runs >= 10
     with pytest.raises(ValueError):
         measure_interleaved([])
+
+
+def test_interleaved_timing_runs_blocks_and_skips_the_runs_after_a_switch() -> None:
+    # Right after a switch a model runs from caches holding the other model: those runs are
+    # untimed, and the models alternate in blocks of about BLOCK_S, not run by run.
+    import time
+
+    from onnx_amc.targets import remote_bench as rb
+
+    calls: list[int] = []
+
+    def runner(k: int, seconds: float):
+        def run(_out, _feed):
+            calls.append(k)
+            time.sleep(seconds)
+        return run
+
+    times, _, _ = rb.time_round_robin(
+        [runner(0, 0.004), runner(1, 0.001)], [{}, {}], warmup=1, min_runs=12, rel_ci=1.0,
+        time_cap_s=5.0, min_time_s=0.0)
+    groups = [(k, len(list(g))) for k, g in itertools.groupby(calls)]
+    tail = groups[-4:]  # the last two blocks of each model, after warm-up's one-by-one runs
+    assert [k for k, _ in tail] == [0, 1, 0, 1]
+    b0, b1 = tail[0][1] - rb.SETTLE_RUNS, tail[1][1] - rb.SETTLE_RUNS
+    assert 1 <= b0 < b1 <= rb.MAX_BLOCK_RUNS  # the faster model runs more per block
+    assert len(times[0]) % b0 == 0 and len(times[1]) % b1 == 0
+    blocks = len(times[0]) // b0
+    assert len(times[1]) // b1 == blocks >= 12 // b0
+    # untimed: the same warm-up and block sizing for both, then SETTLE_RUNS per block
+    untimed = [calls.count(k) - len(times[k]) for k in (0, 1)]
+    assert untimed[0] == untimed[1] >= rb.SETTLE_RUNS * blocks + 2
 
 
 def test_ep_names_resolve_case_insensitively_with_cpu_fallback() -> None:
