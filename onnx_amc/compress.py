@@ -157,6 +157,7 @@ def compress(
     workers: int | None = None,
     ray_address: str | None = None,
     batch: int | None = None,
+    ddpg: Mapping[str, Any] | None = None,
 ) -> CompressionResult:
     """Search per-group keep ratios under a MACs (``flops``) or ``params`` budget (the fraction
     to keep) and return the best candidate. Ctrl-C (KeyboardInterrupt) stops the search and
@@ -167,7 +168,10 @@ def compress(
     :mod:`onnx_amc.parallel`); without them Ray is not imported.  The search then runs in
     rounds of ``batch`` episodes (K, default ``workers``; 1 without workers) evaluated together;
     episodes and warm-up are rounded up to whole rounds.  Same seed and same K: same result, with
-    or without workers.  ``batch`` alone (no workers) runs the rounds in this process."""
+    or without workers.  ``batch`` alone (no workers) runs the rounds in this process.
+
+    ``ddpg`` overrides fields of :class:`~onnx_amc.search.agent.SearchConfig` (e.g.
+    ``{"sigma_decay": 0.95}`` for the official constant decay), for experiments."""
     from .api import load_calib
     from .data import CalibrationSet, split_calibration
     from .evaluate import Evaluator
@@ -258,12 +262,22 @@ def compress(
     k = batch_size(workers, batch, ray_address)  # episodes per round
     if k > 1 and search == "ddpg":  # DDPG's results depend on K (random's do not)
         settings["batch"] = k
+    if ddpg and search == "ddpg":
+        settings["ddpg"] = dict(ddpg)
     if resume is not None:
         env.cache.update(_load_resume(resume, settings))
 
     n_ep, n_warm = default_episodes(space.num_groups)
     episodes = episodes or n_ep
     warmup = min(warmup if warmup is not None else n_warm, max(episodes - 1, 0))
+    if search == "ddpg":
+        from .search.agent import SearchConfig
+
+        try:
+            cfg = SearchConfig(episodes=episodes, warmup=warmup, seed=seed, progress=progress,
+                               **dict(ddpg or {}))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"ddpg settings: {exc}") from None
     records: list[dict[str, Any]] = []
     log_fh = open(log_path, "w") if log_path else None  # noqa: SIM115 (closed below)
 
@@ -289,10 +303,8 @@ def compress(
                     # Candidates are timed on the pool's latency worker: time the original there.
                     env.latency_target_ms = keep * pool.time_original()
                 if search == "ddpg":
-                    from .search.agent import SearchConfig, run_ddpg
+                    from .search.agent import run_ddpg
 
-                    cfg = SearchConfig(episodes=episodes, warmup=warmup, seed=seed,
-                                       progress=progress)
                     run_ddpg(env, cfg, on_record=record, batch=k, evaluate_many=many)
                 else:
                     from .search.baselines import random_search

@@ -162,3 +162,20 @@ def test_greedy_search_logs_its_probes_meets_the_budget_and_resumes(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "g2.onnx.policy.json").read_text())["groups"] == \
         policy["groups"]
+
+
+def test_ddpg_settings_are_checked_before_the_search_and_kept_apart_for_resume(tmp_path):
+    from onnx_amc.compress import compress
+    from onnx_amc.errors import InputError
+
+    log = tmp_path / "s.jsonl"
+    with pytest.raises(InputError, match="ddpg settings"):
+        compress(MODEL, calib=CALIB, flops=0.5, episodes=3, warmup=1, ddpg={"sigma_decay": 2},
+                 log_path=log, measure_latency=False)
+    assert not log.exists()  # nothing written before the error
+    res = compress(MODEL, calib=CALIB, flops=0.5, episodes=3, warmup=1, log_path=log,
+                   ddpg={"sigma_decay": 0.95}, measure_latency=False)
+    assert res.episodes_run == 3
+    with pytest.raises(InputError, match="other settings"):  # another decay is another search
+        compress(MODEL, calib=CALIB, flops=0.5, episodes=3, warmup=1, resume=log,
+                 measure_latency=False)

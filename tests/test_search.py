@@ -36,6 +36,7 @@ from onnx_amc.search.agent import (
     SearchConfig,
     TruncatedNormalNoise,
     make_ddpg,
+    noise_decay,
     run_ddpg,
 )
 from onnx_amc.search.baselines import (
@@ -315,6 +316,22 @@ def test_noise_decays_after_warmup_and_is_truncated():
     assert noise.sigma == pytest.approx(1.25 * 0.95**2)
     draws = np.array([noise()[0] for _ in range(2000)])
     assert np.all(np.abs(draws) <= 2.0) and abs(draws.mean()) < 0.1
+
+
+def test_noise_decay_is_official_for_short_searches_and_follows_long_budgets(chain_space):
+    assert noise_decay(40, 15) == pytest.approx(0.95)  # 25 episodes: 0.95 reaches 28%
+    assert noise_decay(158, 100) == pytest.approx(0.95, abs=1e-3)  # the crossover
+    for episodes, warmup in ((400, 100), (300, 100), (150, 50)):
+        d = noise_decay(episodes, warmup)
+        assert 0.95 < d < 1.0
+        assert 0.5 * d ** (episodes - warmup) == pytest.approx(0.5 * 0.05)  # 5% at the end
+    env = PruningEnv(chain_space, macs_budget(chain_space, 0.5), weighted_keep(chain_space))
+    _, noise = make_ddpg(env, SearchConfig(episodes=400, warmup=100))
+    assert noise.decay == pytest.approx(noise_decay(400, 100))
+    _, noise = make_ddpg(env, SearchConfig(episodes=400, warmup=100, sigma_decay=0.95))
+    assert noise.decay == 0.95
+    with pytest.raises(ValueError, match="sigma_decay"):
+        SearchConfig(sigma_decay=1.5)
 
 
 def test_episode_buffer_gives_final_reward_and_subtracts_baseline(chain_space):
