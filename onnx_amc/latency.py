@@ -14,7 +14,8 @@ Session options (:func:`make_session`)
 * ``graph_optimization_level = ORT_ENABLE_ALL`` -- we time what a deployment would
   run (fused Conv+BN+ReLU etc.), not the raw graph;
 * ``log_severity_level = 3`` -- errors only, so pruning sweeps do not flood stderr;
-* everything else (memory arena, thread spinning) at ORT defaults;
+* everything else (memory arena, thread spinning) at ORT defaults, except that several
+  multi-threaded sessions timed in turn (:func:`measure_interleaved`) do not spin;
 * execution providers (``--ep``): CPU unless asked; names are validated against
   ``onnxruntime.get_available_providers()`` (:func:`resolve_providers`).  With XNNPACK
   first, XNNPACK's own pool gets ``threads`` and ORT's pool one thread without spinning,
@@ -136,6 +137,8 @@ def make_session(
     model_bytes: bytes | onnx.ModelProto,
     threads: int = 1,
     providers: Sequence[str] | str | None = None,
+    *,
+    spinning: bool = True,
 ) -> ort.InferenceSession:
     """Create an inference session from serialized model bytes with the module's options.
 
@@ -149,7 +152,8 @@ def make_session(
         raise ValueError(f"threads must be >= 1, got {threads}")
     if isinstance(model_bytes, onnx.ModelProto):
         model_bytes = model_bytes.SerializeToString()
-    opts, names, provider_options = _rb.session_options(ort, threads, resolve_providers(providers))
+    opts, names, provider_options = _rb.session_options(ort, threads, resolve_providers(providers),
+                                                        spinning)
     return ort.InferenceSession(
         model_bytes, sess_options=opts, providers=names, provider_options=provider_options
     )
@@ -179,10 +183,11 @@ def _as_session(
     model: bytes | onnx.ModelProto | ort.InferenceSession,
     threads: int,
     providers: Sequence[str] | str | None,
+    spinning: bool = True,
 ) -> tuple[ort.InferenceSession, int]:
     if isinstance(model, ort.InferenceSession):
         return model, int(model.get_session_options().intra_op_num_threads) or threads
-    return make_session(model, threads, providers), threads
+    return make_session(model, threads, providers, spinning=spinning), threads
 
 
 def _summarise(times_ns: list[int], threads: int, rel: float, capped: bool) -> LatencyStats:
@@ -264,7 +269,10 @@ def measure_interleaved(
     """
     if not models:
         raise ValueError("no models to measure")
-    pairs = [_as_session(m, threads, providers) for m in models]
+    # Several pools of more than one thread: no spinning, or an idle pool spins on the cores
+    # the next session needs (the original read 2.2x slower at 2 threads than at 1).
+    spinning = threads == 1 or len(models) == 1
+    pairs = [_as_session(m, threads, providers, spinning) for m in models]
     sessions = [s for s, _ in pairs]
     feeds = [dict(inputs) if inputs is not None else random_inputs(s) for s in sessions]
     times_ns, rels, capped = _rb.time_round_robin(

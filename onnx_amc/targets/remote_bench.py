@@ -283,12 +283,14 @@ def resolve_providers(requested, available, version: str = "") -> list[str]:
     return out
 
 
-def session_options(ort, threads: int, providers) -> tuple:
+def session_options(ort, threads: int, providers, spinning: bool = True) -> tuple:
     """``(SessionOptions, providers, provider_options)`` for timing, documented in latency.py.
 
     With XNNPACK first, XNNPACK gets the ``threads`` and ORT's own intra-op pool gets one
     thread without spinning, as ONNX Runtime's XNNPACK page recommends: two pools on the same
-    cores otherwise contend.
+    cores otherwise contend.  ``spinning=False`` turns spinning off for ORT's pool too: for
+    several multi-threaded sessions timed in turn, where each pool would otherwise keep
+    spinning on the cores the next session runs on.
 
     Raises:
         ValueError: ``threads < 1``.
@@ -304,7 +306,7 @@ def session_options(ort, threads: int, providers) -> tuple:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     provider_options = [{} for _ in providers]
-    if xnnpack_first:
+    if xnnpack_first or not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         provider_options[0] = {"intra_op_num_threads": str(threads)}
     return opts, providers, provider_options
