@@ -49,9 +49,10 @@ REL_CI = 0.02
 TIME_CAP_S = 10.0
 MIN_TIME_S = 0.5
 # Several models are timed in blocks of runs, not one run each in turn: a switch leaves the
-# caches holding the other model's weights and activations, and a model timed right after
-# one ran up to 2x slower than alone (ResNet-18 @ 64 pruned to 0.5: 0.72 ms against 0.39 ms),
-# which is not what a deployment that runs one model repeatedly sees.  Each block starts
+# caches holding the other model's weights and activations, so a model timed right after
+# another runs slower than alone, which is not what a deployment that runs one model
+# repeatedly sees (benchmarks/bench_candidate_cost.py: the interleaved ratio of one
+# ResNet-18 candidate read 0.29 one run each in turn, 0.16 in blocks).  Each block starts
 # with SETTLE_RUNS untimed runs and lasts about BLOCK_S, short against the seconds over which
 # a shared machine's speed drifts, so ratios still cancel the drift.
 BLOCK_S = 0.02
@@ -308,6 +309,7 @@ def session_options(ort, threads: int, providers, spinning: bool = True) -> tupl
     provider_options = [{} for _ in providers]
     if xnnpack_first or not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if xnnpack_first:
         provider_options[0] = {"intra_op_num_threads": str(threads)}
     return opts, providers, provider_options
 
