@@ -81,15 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             wins[m] += means[m] > max(means["random"], statistics.fmean(uniform))
         rows.append([name, frac, recon, *(fmt(scores[m]) for m in METHODS), fmt(uniform),
                      " / ".join(f"{statistics.fmean(distinct[m]):.0f}" for m in METHODS)])
-    decay = noise_decay(args.episodes, args.warmup)
-    left = decay ** max(1, args.episodes - args.warmup)
+    decay, after = noise_decay(args.episodes, args.warmup), max(1, args.episodes - args.warmup)
     summary = [
         f"- digits models, top-1 on the test part of each seed's calibration split (179 "
         f"digits); seeds {args.seeds}; {args.episodes} episodes ({args.warmup} of warm-up for "
         f"DDPG); channel counts rounded to {args.round_to}; uniform: bisection, one candidate",
         f"- decay by budget at these episode counts: {decay:.4f} per episode after warm-up "
-        f"(sigma at the last episode: {left:.1%} of its start; official "
-        f"{OFFICIAL_DECAY}: {OFFICIAL_DECAY ** max(1, args.episodes - args.warmup):.1%})",
+        f"(sigma at the last episode: {decay ** after:.1%} of its start; official "
+        f"{OFFICIAL_DECAY}: {OFFICIAL_DECAY ** after:.1%})",
         *(f"- {m}: mean above random's and uniform's in {w} of {len(cells)} cells"
           for m, w in wins.items()),
     ]

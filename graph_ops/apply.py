@@ -197,7 +197,7 @@ def _shell(analysis: Analysis) -> onnx.ModelProto:
         cached = onnx.ModelProto()
         copy_fields(cached, analysis.model, ("graph",))
         copy_fields(cached.graph, analysis.model.graph,
-                     ("node", "initializer", "input", "value_info"))
+                    ("node", "initializer", "input", "value_info"))
         analysis.__dict__["_apply_shell"] = cached
     return cached
 

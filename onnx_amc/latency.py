@@ -29,9 +29,9 @@ devices (``--target ssh://...``), so remote and local numbers come from the same
 
 Stopping rule
 -------------
-After ``warmup`` untimed runs (and at least ``WARMUP_TIME_S`` of them), runs are timed one at a time with ``perf_counter_ns``
-(several models: in blocks, see :func:`measure_interleaved`)
-(wall time of ``session.run`` including input/output copies).  Once ``min_runs``
+After ``warmup`` untimed runs (and at least ``WARMUP_TIME_S`` of them), runs are timed one at a
+time with ``perf_counter_ns`` (wall time of ``session.run`` including input/output copies;
+several models in blocks, see :func:`measure_interleaved`).  Once ``min_runs``
 timings exist, the distribution-free CI of the median is computed from order
 statistics (exact binomial for n <= 300, normal approximation above) and measuring
 stops when its half-width / median <= ``rel_ci`` and at least ``min_time_s`` of timed
@@ -262,15 +262,17 @@ def measure_interleaved(
     seconds, and interleaving exposes every model to the same drift, so the ratio of
     medians is far more repeatable than the ratio of two separate :func:`measure`
     calls.  Blocks of about 20 ms, each after two untimed runs, not one run each in turn:
-    right after a switch a model runs from caches that hold the other one, up to 2x slower
-    than alone (see ``remote_bench.BLOCK_S``); until 2026-11-30 runs alternated one by one.  Stops when every model's median CI is within ``rel_ci`` (or at the cap;
-    ``capped`` is then set on all returned stats).  ``inputs`` are shared by all
+    right after a switch a model runs from caches that hold the other one, slower than alone
+    (see ``remote_bench.BLOCK_S``); until 2026-11-30 runs alternated one by one.  Stops when
+    every model's median CI is within ``rel_ci`` (or at the cap; ``capped`` is then set on
+    all returned stats).  ``inputs`` are shared by all
     models; ``None`` draws random inputs per model with the same seed.
     """
     if not models:
         raise ValueError("no models to measure")
     # Several pools of more than one thread: no spinning, or an idle pool spins on the cores
-    # the next session needs (the original read 2.2x slower at 2 threads than at 1).
+    # the next session needs (benchmarks/bench_latency_rounding.py before this: ResNet-50 @
+    # 224 at keep 0.5 read 28.62 ms on 2 threads against 24.65 ms on 1; now 5.42 / 9.22 ms).
     spinning = threads == 1 or len(models) == 1
     pairs = [_as_session(m, threads, providers, spinning) for m in models]
     sessions = [s for s, _ in pairs]

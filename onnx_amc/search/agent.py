@@ -532,7 +532,8 @@ def make_ddpg(env: PruningEnv | PruningVecEnv,
     batch = env.num_envs if isinstance(env, PruningVecEnv) else 1
     episodes, warmup = rounds(config, batch)
     width = float(env.space.rbound - env.space.lbound) or 1.0
-    decay = config.sigma_decay or noise_decay(episodes, warmup)
+    decay = (config.sigma_decay if config.sigma_decay is not None
+             else noise_decay(episodes, warmup))
     noise = TruncatedNormalNoise(config.sigma * 2.0 / width, decay, warmup, seed=config.seed)
     model = DDPG(
         SplitLrPolicy,
