@@ -166,6 +166,39 @@ def test_xnnpack_session_options_give_threads_to_xnnpack() -> None:
     assert opts.intra_op_num_threads == 3 and popts == [{}]
 
 
+def _wide_digits_cnn(width: int = 64) -> "onnx.ModelProto":
+    """The digits CNN's input and output, ~9 M MACs in a 3x3 conv between two wide tensors."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def init(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * 0.1).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "wide_digits",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        [init("w1", width, 1, 3, 3), init("b1", width), init("w2", width, width, 3, 3),
+         init("b2", width), init("fw", 10, width), init("fb", 10)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_host_candidate_latency_is_a_fraction_of_the_original_measured_interleaved(
         monkeypatch, threads: int) -> None:
@@ -187,7 +220,10 @@ def test_host_candidate_latency_is_a_fraction_of_the_original_measured_interleav
         return real(models, *args, **kwargs)
 
     monkeypatch.setattr(lat, "measure_interleaved", spy)
-    a = analyze(str(MODEL))
+    # A model the pruning can speed up beyond timing noise at both thread counts: the
+    # 0.07 ms digits CNN at 2 threads is mostly pool wake-up, and its pruned copy was
+    # sometimes timed slower than the original (1 in ~8 runs).
+    a = analyze(_wide_digits_cnn() if threads > 1 else str(MODEL))
     spec = ScoringSpec(model=a.model.SerializeToString(),
                        search_data=load_calib(a.model, str(CALIB)), latency=True,
                        threads=threads)
