@@ -16,6 +16,15 @@ is pruned, scored on labelled held-out digits):
 * ``--flops M``, with M the MACs fraction the host latency search ended at (same seed): at equal
   MACs, is the latency-aware policy faster, and as accurate?
 
+"Equal or better accuracy" against uniform needs uniform's whole accuracy-latency curve, not one
+point: one uniform run under the budget lands wherever its single ratio lands (faster and less
+accurate than the search, or slower and more accurate) and then settles nothing.  So each model
+also gets a *uniform frontier*: ``--flops F --search uniform`` (rounded to 8) for F on a grid
+(``--frontier``), each scored on the extra test set and measured interleaved with the original.
+For each search, the table reports the fastest frontier point at least as accurate as the
+search's result (mean over seeds, and per seed): the search wins against uniform when it is
+faster than that point.
+
 All results of one model and seed are then measured together, interleaved with the original
 (``measure_interleaved``: same conditions for every model, which cancels the drift of a shared
 machine), and the table reports measured latency as a fraction of the original's.
@@ -63,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--profile-time", type=float, default=120.0)
+    ap.add_argument("--frontier", default="0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.6,0.7,0.8",
+                    help="MACs fractions of the uniform frontier (comma-separated; '' = none)")
     ap.add_argument("--test-size", type=int, default=512,
                     help="zoo/packaged models: extra held-out photo crops (another seed) "
                     "scoring every result once more (digits:ARCH@SIZE models use the held-out "
@@ -70,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     env = environment()
-    rows, detail = [], []
+    rows, detail, frontier_rows, verdict_rows = [], [], [], []
+    grid = [float(f) for f in args.frontier.split(",") if f.strip()]
     methods = ("latency (host, measured)", "latency (profile, predicted)", "flops (DDPG)",
                "flops (uniform)", "latency (uniform)", "flops (DDPG) at the host result's MACs")
     deterministic = (methods[3], methods[4])  # one run per model, reused for every seed
@@ -147,6 +159,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                                f"{acc_x[m][-1]:.4f}" if extra is not None else "",
                                f"{cos_x[m][-1]:.4f}" if extra is not None else "",
                                f"{r.seconds:.0f}"])
+        if grid:
+            front = uniform_frontier(path, calib, original, extra, grid)
+            for f, lat, a, ax, mac in front:
+                frontier_rows.append([name, f"{f:g}", f"{mac:.3f}", f"{lat:.3f}", f"{a:.4f}",
+                                      "" if ax is None else f"{ax:.4f}"])
+            use_x = extra is not None
+            for m in methods:
+                if m in deterministic:
+                    continue  # uniform itself: its point is on (or next to) the frontier
+                accs = acc_x[m] if use_x else acc[m]
+                per_seed = [fastest_at_least(front, a, use_x) for a in accs]
+                wins = sum(u is not None and lat < u[0]
+                           for u, lat in zip(per_seed, lat_ratio[m], strict=True))
+                u = fastest_at_least(front, statistics.mean(accs), use_x)
+                verdict_rows.append([
+                    name, m, _mean_sd(accs), _mean_sd(lat_ratio[m], ".3f"),
+                    "none as accurate" if u is None else f"{u[0]:.3f} (F {u[1]:g}, {u[2]:.4f})",
+                    "" if u is None else ("yes" if statistics.mean(lat_ratio[m]) < u[0]
+                                          else "no"),
+                    f"{wins}/{len(accs)}"])
         for m in methods:
             rows.append([name, m, f"{base_acc:.4f}", _mean_sd(acc[m]),
                          _mean_sd(acc_x[m]) if acc_x[m] else "",
@@ -174,10 +206,63 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "extra test top-1", "extra test cosine", "search s"],
                    detail),
     ]
+    if frontier_rows:
+        sections += [
+            "## Uniform frontier\n\n"
+            "`--flops F --search uniform` (round_to 8, reconstruction on) for each F; latency "
+            "= median / the original's median in one interleaved run of all of them; top-1 on "
+            "the search's test part, extra test top-1 as above\n\n"
+            + md_table(["model", "F", "MACs (fraction)", "measured latency (fraction)",
+                        "top-1", "extra test top-1"], frontier_rows),
+            "## Against uniform at equal or better accuracy\n\n"
+            "For each search: the fastest frontier point whose accuracy (extra test top-1 "
+            "where there is an extra test, else top-1) is at least the search's (mean over "
+            "seeds; per seed in the last column). The search beats uniform when its measured "
+            "latency is below that point's\n\n"
+            + md_table(["model", "search", "accuracy", "measured latency (fraction)",
+                        "fastest uniform at >= accuracy: latency (F, accuracy)",
+                        "search faster (means)", "seeds faster"], verdict_rows),
+        ]
     out = write_report("bench_latency_search", "Latency-aware search against FLOPs and uniform",
                        env, sections, time.perf_counter() - t0)
     print(out.read_text())
     return 0
+
+
+def uniform_frontier(path: Path, calib: Path, original, extra, grid: Sequence[float]
+                     ) -> list[tuple[float, float, float, float | None, float]]:
+    """``(F, latency fraction, top-1, extra top-1 or None, MACs fraction)`` per distinct
+    uniform result, measured interleaved with the original in one run."""
+    import numpy as np
+
+    results, seen = [], set()
+    for f in grid:
+        r = compress(str(path), calib=calib, flops=f, search="uniform", round_to=8,
+                     reconstruct=True, seed=0, measure_latency=False)
+        key = round(r.macs_after / r.macs_before, 6)
+        if key in seen:
+            continue
+        seen.add(key)
+        results.append((f, r))
+        log(f"uniform frontier F {f:g}: MACs {key:.3f}, top-1 {r.metrics_after.score:.4f}")
+    one = {k: v[:1] for k, v in np.load(calib).items() if k != "labels"}
+    stats = measure_interleaved([original] + [r.model for _, r in results], one, threads=1,
+                                min_time_s=2.0, time_cap_s=30.0)
+    out = []
+    for (f, r), st in zip(results, stats[1:], strict=True):
+        ax = extra.evaluate(r.model).score if extra is not None else None
+        out.append((f, st.median_ms / stats[0].median_ms, r.metrics_after.score, ax,
+                    r.macs_after / r.macs_before))
+    return out
+
+
+def fastest_at_least(front, accuracy: float, use_extra: bool
+                     ) -> tuple[float, float, float] | None:
+    """``(latency, F, accuracy)`` of the fastest frontier point at least as accurate, or
+    None.  A tolerance of 1e-9 only: equal accuracy counts, half a test digit does not."""
+    ok = [(lat, f, ax if use_extra else a) for f, lat, a, ax, _ in front
+          if (ax if use_extra else a) >= accuracy - 1e-9]
+    return min(ok) if ok else None
 
 
 def prepare(spec: str, tmp: Path, n: int = 128, n_test: int = 512):
