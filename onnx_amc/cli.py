@@ -566,6 +566,12 @@ def _print_compress(res, out_path: Path) -> None:
                                          else ""))
     click.echo(f"budget: keep {res.budget_keep} of {res.budget_kind}; used "
                f"{res.budget_use:.4f}")
+    if res.confirmed:
+        click.echo(f"chosen on a second timing of the {len(res.confirmed)} best candidates "
+                   f"(episode {res.chosen_episode}: "
+                   + ", ".join(f"{c['latency_ms_search']:.3f} -> {c['latency_ms']:.3f} ms"
+                               for c in res.confirmed if c["episode"] == res.chosen_episode)
+                   + ")")
     rows = [("params", _human(res.params_before), _human(res.params_after),
              f"{res.params_after / res.params_before:.3f}x" if res.params_before else ""),
             ("MACs", _human(res.macs_before), _human(res.macs_after),

@@ -102,6 +102,14 @@ class CandidateScorer:
             self._timer = self.make_timer()
         return self._timer(self.analysis.model)
 
+    def time_policy(self, policy: Mapping[str, float]) -> float:
+        """Latency (ms, in :meth:`time_original`'s unit) of ``policy``'s pruned model, timed
+        like every candidate.  Without reconstruction: refitted weights change no shape, so
+        they cannot change the time, and the fit costs seconds."""
+        if self._timer is None:
+            self._timer = self.make_timer()
+        return self._timer(apply(self.analysis, self.space.plan(self.space.ratios_of(policy))))
+
     def build(self, policy: Mapping[str, float]) -> tuple[onnx.ModelProto, PrunePlan, Any]:
         """The pruned (and, if asked, reconstructed) model of ``policy``, its plan, and the
         reconstruction report (None without reconstruction)."""

@@ -6,6 +6,7 @@ import itertools
 import math
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -166,9 +167,8 @@ def test_xnnpack_session_options_give_threads_to_xnnpack() -> None:
     assert opts.intra_op_num_threads == 3 and popts == [{}]
 
 
-def _wide_digits_cnn(width: int = 64) -> "onnx.ModelProto":
+def _wide_digits_cnn(width: int = 64) -> onnx.ModelProto:
     """The digits CNN's input and output, ~9 M MACs in a 3x3 conv between two wide tensors."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)

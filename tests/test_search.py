@@ -498,3 +498,50 @@ def test_greedy_threshold_is_the_highest_that_fits(chain_space):
             ok = [p["ratio"] for p in probes if p["group"] == g and p["score"] >= t]
             ratios.append(min(ok) if ok else 1.0)
         assert budget_use(budget, space, ratios) > 0.4
+
+
+# --- confirming a measured-latency search's choice -------------------------------------------
+
+def _rec(episode: int, counts: tuple[int, ...], score: float, ms: float, target: float = 1.0
+         ) -> dict:
+    from onnx_amc.search.rewards import RewardInput, acc_latency
+
+    reward = acc_latency(RewardInput(score=score, macs=1, params=1, latency_ms=ms,
+                                     latency_target_ms=target))
+    return {"episode": episode, "keep_counts": list(counts), "policy": {"g": counts[0] / 8},
+            "score": score, "macs": 1, "params": 1, "latency_ms": ms, "reward": reward}
+
+
+def test_confirm_latency_chooses_on_the_second_timing() -> None:
+    """The search's best was timed low by chance: timed again it overshoots the target, and
+    the runner-up, which holds its timing, wins."""
+    from onnx_amc.search.confirm import confirm_latency
+    from onnx_amc.search.rewards import acc_latency
+
+    records = [_rec(0, (4,), 0.90, 0.99), _rec(1, (6,), 0.95, 0.98),  # lucky timing
+               _rec(2, (6,), 0.95, 0.98), _rec(3, (5,), 0.93, 0.97), _rec(4, (3,), 0.5, 0.5)]
+    fresh = {6 / 8: 1.20, 5 / 8: 0.96, 4 / 8: 0.97, 3 / 8: 0.5}
+    timed: list[float] = []
+
+    def retime(policy):
+        timed.append(policy["g"])
+        return fresh[policy["g"]]
+
+    best, confirmed = confirm_latency(records, retime, acc_latency, 1.0, top=3)
+    assert timed == [6 / 8, 5 / 8, 4 / 8]  # best rewards first, the duplicate (episode 2) once
+    assert [c["episode"] for c in confirmed] == [1, 3, 0]
+    assert best["episode"] == 3 and best["latency_ms"] == 0.96
+    assert best["latency_ms_search"] == 0.97 and best["reward"] == pytest.approx(-0.07)
+    assert confirmed[0]["reward"] == pytest.approx(-0.05 - 0.20)  # 20% over: priced
+    assert records[3]["latency_ms"] == 0.97  # the records are left as the search saw them
+
+
+def test_confirm_latency_keeps_the_search_choice_when_timings_hold() -> None:
+    from onnx_amc.search.confirm import confirm_latency
+    from onnx_amc.search.rewards import acc_latency
+
+    records = [_rec(0, (4,), 0.90, 0.9), _rec(1, (6,), 0.95, 0.9)]
+    best, confirmed = confirm_latency(records, lambda p: 0.9, acc_latency, 1.0, top=1)
+    assert best["episode"] == 1 and len(confirmed) == 1
+    with pytest.raises(ValueError):
+        confirm_latency([], lambda p: 0.9, acc_latency, 1.0)

@@ -102,6 +102,21 @@ def test_latency_budget_on_host_measures_every_candidate(tmp_path):
     assert res.budget_kind == "latency" and res.latency_source == "measured"
     assert all(r["latency_ms"] and r["latency_ms"] > 0 for r in res.records)
     assert res.latency_after.median_ms < res.latency_before.median_ms
+    # The best distinct candidates were timed again and the result chosen on those timings.
+    distinct = {tuple(r["keep_counts"]) for r in res.records}
+    assert len(res.confirmed) == min(3, len(distinct))
+    assert [c["reward_search"] for c in res.confirmed] == sorted(
+        (c["reward_search"] for c in res.confirmed), reverse=True)
+    chosen = max(res.confirmed, key=lambda c: c["reward"])
+    assert res.chosen_episode == chosen["episode"] and all(c["latency_ms"] > 0
+                                                           for c in res.confirmed)
+    from onnx_amc.report import to_jsonable, validate
+    from onnx_amc.report.collect import compress_report, finish
+
+    rep = compress_report(res, model=str(MODEL), output=None)
+    validate(finish(to_jsonable(rep), []))
+    assert rep["search"]["confirmed"] == res.confirmed
+    assert rep["search"]["chosen_episode"] == res.chosen_episode
 
 
 def test_flops_search_measured_on_a_device_over_ssh(sshd, monkeypatch, tmp_path):  # noqa: F811

@@ -114,9 +114,14 @@ def compress_report(res: Any, *, model: Any, output: str | os.PathLike[str] | No
                      "episodes": int(res.episodes_run), "warmup": int(res.warmup),
                      "reconstruct": bool(res.reconstruct), "round_to": int(res.round_to),
                      "interrupted": bool(res.interrupted), "seconds": float(res.seconds)}
-    if res.records:  # compress keeps the first record with the highest reward
+    chosen = getattr(res, "chosen_episode", None)
+    if chosen is not None:
+        rep["search"]["chosen_episode"] = int(chosen)
+    elif res.records:  # compress keeps the first record with the highest reward
         best = max(range(len(res.records)), key=lambda i: (res.records[i]["reward"], -i))
         rep["search"]["chosen_episode"] = int(res.records[best].get("episode", best))
+    if getattr(res, "confirmed", None):
+        rep["search"]["confirmed"] = [dict(c) for c in res.confirmed]
     rep["groups"] = _groups(res.groups)
     rep["episodes"] = [{"episode": int(r.get("episode", i)), "phase": str(r.get("phase", "")),
                         "reward": r.get("reward"), "score": r.get("score"),
