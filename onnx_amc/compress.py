@@ -355,8 +355,9 @@ def compress(
 
         # The re-timing runs here: price it against the original timed here (with workers the
         # search's unit came from the pool's latency worker).
-        best, confirmed = confirm_latency(records, evaluate_policy.time_policy, env.reward_fn,
-                                          keep * evaluate_policy.time_original(), top=confirm)
+        best, confirmed = confirm_latency(records, evaluate_policy.time_policies,
+                                          env.reward_fn, keep * evaluate_policy.time_original(),
+                                          top=confirm)
         if best.get("latency_ms_search") != best["latency_ms"]:
             logger.info("confirmed by a second timing: episode %s, %.4f ms (%.4f in the search)",
                         best.get("episode"), best["latency_ms"], best["latency_ms_search"])

@@ -8,7 +8,7 @@ and then only policies, and builds the identical analysis and layer space from t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -102,13 +102,26 @@ class CandidateScorer:
             self._timer = self.make_timer()
         return self._timer(self.analysis.model)
 
-    def time_policy(self, policy: Mapping[str, float]) -> float:
-        """Latency (ms, in :meth:`time_original`'s unit) of ``policy``'s pruned model, timed
-        like every candidate.  Without reconstruction: refitted weights change no shape, so
-        they cannot change the time, and the fit costs seconds."""
+    def time_policies(self, policies: Sequence[Mapping[str, float]]) -> list[float]:
+        """Latency (ms, in :meth:`time_original`'s unit) of each policy's pruned model, timed
+        like every candidate; on an ssh target in one round trip.  Without reconstruction:
+        refitted weights change no shape, so they cannot change the time, and the fit costs
+        seconds."""
+        models = [apply(self.analysis, self.space.plan(self.space.ratios_of(p)))
+                  for p in policies]
+        target = self.spec.latency_target or "host"
+        if target.startswith("ssh://"):
+            from .targets.ssh import SshTarget
+
+            shapes = {k: v.shape for k, v in self.spec.search_data.first_sample().items()}
+            stats = SshTarget.parse(target).measure_many(
+                [m.SerializeToString() for m in models], threads=self.spec.threads,
+                providers=list(self.spec.providers) if self.spec.providers else None,
+                input_shapes=shapes)
+            return [float(s.median_ms) for s in stats]
         if self._timer is None:
             self._timer = self.make_timer()
-        return self._timer(apply(self.analysis, self.space.plan(self.space.ratios_of(policy))))
+        return [self._timer(m) for m in models]
 
     def build(self, policy: Mapping[str, float]) -> tuple[onnx.ModelProto, PrunePlan, Any]:
         """The pruned (and, if asked, reconstructed) model of ``policy``, its plan, and the

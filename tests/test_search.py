@@ -523,9 +523,9 @@ def test_confirm_latency_chooses_on_the_second_timing() -> None:
     fresh = {6 / 8: 1.20, 5 / 8: 0.96, 4 / 8: 0.97, 3 / 8: 0.5}
     timed: list[float] = []
 
-    def retime(policy):
-        timed.append(policy["g"])
-        return fresh[policy["g"]]
+    def retime(policies):
+        timed.extend(p["g"] for p in policies)
+        return [fresh[p["g"]] for p in policies]
 
     best, confirmed = confirm_latency(records, retime, acc_latency, 1.0, top=3)
     assert timed == [6 / 8, 5 / 8, 4 / 8]  # best rewards first, the duplicate (episode 2) once
@@ -541,7 +541,10 @@ def test_confirm_latency_keeps_the_search_choice_when_timings_hold() -> None:
     from onnx_amc.search.rewards import acc_latency
 
     records = [_rec(0, (4,), 0.90, 0.9), _rec(1, (6,), 0.95, 0.9)]
-    best, confirmed = confirm_latency(records, lambda p: 0.9, acc_latency, 1.0, top=1)
+    best, confirmed = confirm_latency(records, lambda ps: [0.9] * len(ps), acc_latency, 1.0,
+                                      top=1)
     assert best["episode"] == 1 and len(confirmed) == 1
     with pytest.raises(ValueError):
-        confirm_latency([], lambda p: 0.9, acc_latency, 1.0)
+        confirm_latency([], lambda ps: [0.9] * len(ps), acc_latency, 1.0)
+    with pytest.raises(ValueError, match="timings"):
+        confirm_latency(records, lambda ps: [], acc_latency, 1.0)

@@ -160,3 +160,31 @@ def test_dynamic_hw_model_is_measured_over_ssh_at_the_data_shape(sshd, monkeypat
                    target=url, input_shapes={name: (1, 1, 32, 32)})
     assert res.latency_source == "measured"
     assert res.latency_after.median_ms > 0 and res.latency_before.median_ms > 0
+
+
+def test_latency_budget_over_ssh_confirms_the_best_in_one_round_trip(sshd, monkeypatch,  # noqa: F811
+                                                                      tmp_path):
+    """Every candidate is timed on the device; at the end the best ones are timed once more,
+    all in one login, and the result is chosen on those timings."""
+    from onnx_amc import compress
+    from onnx_amc.targets import ssh as ssh_mod
+
+    url = sshd.target().url
+    real = ssh_mod.SshTarget.parse
+    monkeypatch.setattr(ssh_mod.SshTarget, "parse", staticmethod(
+        lambda u, **kw: real(u, config_file=sshd.client_config, **kw)))
+    logins: list[int] = []
+    real_confirm = __import__("onnx_amc.search.confirm", fromlist=["x"]).confirm_latency
+
+    def spy(*args, **kw):
+        before = sshd.logins()
+        out = real_confirm(*args, **kw)
+        logins.append(sshd.logins() - before)
+        return out
+
+    monkeypatch.setattr("onnx_amc.search.confirm.confirm_latency", spy)
+    res = compress(str(MODEL), calib=str(CALIB), latency=0.7, episodes=3, warmup=2,
+                   target=url, profile_time_s=10)
+    assert res.latency_source == "measured" and res.target == url
+    assert res.confirmed and logins == [1]
+    assert res.chosen_episode == max(res.confirmed, key=lambda c: c["reward"])["episode"]

@@ -23,11 +23,12 @@ __all__ = ["confirm_latency"]
 
 
 def confirm_latency(records: Sequence[Mapping[str, Any]],
-                    retime: Callable[[Mapping[str, float]], float], reward_fn: RewardFn,
-                    latency_target_ms: float, top: int = 3
+                    retime: Callable[[Sequence[Mapping[str, float]]], Sequence[float]],
+                    reward_fn: RewardFn, latency_target_ms: float, top: int = 3
                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The best of the ``top`` best distinct candidates by reward on a fresh timing.
 
+    ``retime`` times several policies in one call (one round trip to a remote device).
     Returns the chosen record (a copy with the fresh ``latency_ms`` and ``reward``; the
     search's values kept as ``latency_ms_search`` and ``reward_search``) and one entry per
     re-timed candidate for the report.  Ties keep the search's order.
@@ -45,11 +46,13 @@ def confirm_latency(records: Sequence[Mapping[str, Any]],
         picked.append(i)
         if len(picked) >= max(1, top):
             break
+    times = list(retime([records[i]["policy"] for i in picked]))
+    if len(times) != len(picked):
+        raise ValueError(f"retime returned {len(times)} timings for {len(picked)} policies")
     confirmed: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
-    for i in picked:
+    for i, ms in zip(picked, map(float, times), strict=True):
         r = records[i]
-        ms = float(retime(r["policy"]))
         reward = float(reward_fn(RewardInput(
             score=float(r["score"]), macs=int(r.get("macs") or 0),
             params=int(r.get("params") or 0), latency_ms=ms,
