@@ -7,7 +7,10 @@ fast: a winner's curse.  On this project's VM a host search's result timed 0.500
 original during the search and 0.550 when measured again at the end
 (``benchmarks/results/bench_latency_search.md``, MobileNetV2 seed 2).  Timing the few best
 candidates once more and choosing on the fresh timings removes that bias from the choice: the
-fresh timings are independent of the selection that picked them.
+fresh timings are independent of the selection that picked them.  How much it matters depends
+on the machine's noise: in ``benchmarks/bench_confirm.py`` (4 searches on the same model) the
+second timing never changed the choice and no result ended over its budget, at the cost of
+three more timings per search.
 
 Pure over its inputs: the caller supplies the re-timing (host or device) and the reward.
 """
