@@ -23,9 +23,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from bench_graph_ops import environment, log, md_table, write_report
-from bench_latency_search import prepare
+from bench_latency_search import first_sample, prepare
 
 from graph_ops import analyze, apply, importance, make_plan
 from onnx_amc.compress import compress
@@ -51,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path, calib, _ = prepare(name, tmp, n=args.calib_size, n_test=0)
         a = analyze(str(path))
         score = importance(a, "l1")
-        one = {k: v[:1] for k, v in np.load(calib).items() if k != "labels"}
+        one = first_sample(calib)
         for seed in range(args.seeds):
             res = compress(str(path), calib=calib, latency=args.keep, reconstruct=True,
                            seed=seed, episodes=args.episodes, warmup=args.warmup,

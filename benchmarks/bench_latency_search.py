@@ -137,8 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{results[m].metrics_after.score:.4f}, {time.perf_counter() - t:.0f} s")
             res0 = results[methods[2]]
             base_acc = res0.metrics_before.score
-            one = {k: v[:1] for k, v in __import__("numpy").load(calib).items()
-                   if k != "labels"}
+            one = first_sample(calib)
             models = [original] + [results[m].model for m in methods]
             stats = measure_interleaved(models, one, threads=1, min_time_s=2.0,
                                         time_cap_s=30.0)
@@ -229,11 +228,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def first_sample(calib: Path) -> dict:
+    """The calibration file's first sample of every input (no labels): what latency is
+    timed on."""
+    import numpy as np
+
+    with np.load(calib) as f:
+        return {k: f[k][:1] for k in f.files if k != "labels"}
+
+
 def uniform_frontier(path: Path, calib: Path, original, extra, grid: Sequence[float]
                      ) -> list[tuple[float, float, float, float | None, float]]:
     """``(F, latency fraction, top-1, extra top-1 or None, MACs fraction)`` per distinct
     uniform result, measured interleaved with the original in one run."""
-    import numpy as np
 
     results, seen = [], set()
     for f in grid:
@@ -245,7 +252,7 @@ def uniform_frontier(path: Path, calib: Path, original, extra, grid: Sequence[fl
         seen.add(key)
         results.append((f, r))
         log(f"uniform frontier F {f:g}: MACs {key:.3f}, top-1 {r.metrics_after.score:.4f}")
-    one = {k: v[:1] for k, v in np.load(calib).items() if k != "labels"}
+    one = first_sample(calib)
     stats = measure_interleaved([original] + [r.model for _, r in results], one, threads=1,
                                 min_time_s=2.0, time_cap_s=30.0)
     out = []

@@ -76,16 +76,7 @@ class CandidateScorer:
             from .targets.ssh import SshTarget
 
             remote = SshTarget.parse(target)
-            # The device times at the calibration data's shapes, as the host would.
-            shapes = {k: v.shape for k, v in self.spec.search_data.first_sample().items()}
-
-            def remote_timer(model: onnx.ModelProto) -> float:
-                (stats,) = remote.measure_many([model.SerializeToString()],
-                                               threads=self.spec.threads, providers=providers,
-                                               input_shapes=shapes)
-                return float(stats.median_ms)
-
-            return remote_timer
+            return lambda model: self._time_remote(remote, [model])[0]
         from .latency import relative_timer
 
         relative = relative_timer(self.analysis.model, self.spec.search_data.first_sample(),
@@ -95,6 +86,16 @@ class CandidateScorer:
             return relative(None if model is self.analysis.model else model)
 
         return timer
+
+    def _time_remote(self, remote: Any, models: Sequence[onnx.ModelProto]) -> list[float]:
+        """Device ms of ``models`` in one round trip, at the calibration data's shapes (as
+        the host would time them)."""
+        shapes = {k: v.shape for k, v in self.spec.search_data.first_sample().items()}
+        stats = remote.measure_many(
+            [m.SerializeToString() for m in models], threads=self.spec.threads,
+            providers=list(self.spec.providers) if self.spec.providers else None,
+            input_shapes=shapes)
+        return [float(st.median_ms) for st in stats]
 
     def time_original(self) -> float:
         """Latency of the unpruned model, measured like every candidate (ms)."""
@@ -113,12 +114,7 @@ class CandidateScorer:
         if target.startswith("ssh://"):
             from .targets.ssh import SshTarget
 
-            shapes = {k: v.shape for k, v in self.spec.search_data.first_sample().items()}
-            stats = SshTarget.parse(target).measure_many(
-                [m.SerializeToString() for m in models], threads=self.spec.threads,
-                providers=list(self.spec.providers) if self.spec.providers else None,
-                input_shapes=shapes)
-            return [float(s.median_ms) for s in stats]
+            return self._time_remote(SshTarget.parse(target), models)
         if self._timer is None:
             self._timer = self.make_timer()
         return [self._timer(m) for m in models]
