@@ -25,6 +25,7 @@ from graph_ops import DEFAULT_ROUND_TO, analyze, count, group_macs, save_model
 from graph_ops.load import write_atomic
 
 from .errors import InputError
+from .search.rewards import rank_key
 
 logger = logging.getLogger(__name__)
 
@@ -347,7 +348,7 @@ def compress(
         if log_fh is not None:
             log_fh.close()
 
-    best = max(records, key=lambda r: r["reward"])
+    best = max(records, key=rank_key)
     confirmed: list[dict[str, Any]] = []
     if (kind == "latency" and lsrc.measure is not None and search in ("ddpg", "random")
             and confirm > 0 and not interrupted):

@@ -263,6 +263,35 @@ def test_reward_registry():
         assert fn(hi) > fn(lo)
 
 
+def test_rank_key_breaks_reward_ties_towards_less_resource():
+    """Equal accuracy, different size: the smaller candidate ranks first (latency where there is
+    one, else budget use); the reward still comes first."""
+    from onnx_amc.search.rewards import rank_key
+
+    small = {"reward": -0.1, "budget_use": 0.3, "latency_ms": None}
+    big = {"reward": -0.1, "budget_use": 0.5, "latency_ms": None}
+    better = {"reward": -0.05, "budget_use": 0.5, "latency_ms": None}
+    assert max([big, small], key=rank_key) is small
+    assert max([small, better, big], key=rank_key) is better
+    fast = {"reward": -0.1, "budget_use": 0.5, "latency_ms": 1.0}
+    slow = {"reward": -0.1, "budget_use": 0.4, "latency_ms": 2.0}
+    assert max([slow, fast], key=rank_key) is fast  # latency decides, not budget use
+    nan = {"reward": -0.1, "budget_use": 0.4, "latency_ms": float("nan")}
+    assert rank_key(nan) == (-0.1, -0.4)
+    assert max([dict(big), big], key=rank_key) is not big  # full ties keep the first
+
+
+def test_callback_keeps_the_lighter_of_equal_rewards(chain_space):
+    """A search whose candidates all score the same keeps the one that uses least budget."""
+    from onnx_amc.search.agent import SearchCallback
+
+    cb = SearchCallback(4)
+    for use in (0.5, 0.3, 0.4, 0.3):
+        cb.record({"policy": {}, "ratios": [], "keep_counts": [], "score": 0.9, "reward": -0.1,
+                   "budget_kind": "macs", "budget_use": use, "latency_ms": None})
+    assert cb.best["episode"] == 1
+
+
 # --------------------------------------------------------------------------- env
 
 
@@ -548,3 +577,22 @@ def test_confirm_latency_keeps_the_search_choice_when_timings_hold() -> None:
         confirm_latency([], lambda ps: [0.9] * len(ps), acc_latency, 1.0)
     with pytest.raises(ValueError, match="timings"):
         confirm_latency(records, lambda ps: [], acc_latency, 1.0)
+
+
+def test_confirm_latency_breaks_ties_on_the_fresh_timing() -> None:
+    """Equal scores within the target: the search ranks the faster first, and the fresh timings
+    decide between them."""
+    from onnx_amc.search.confirm import confirm_latency
+    from onnx_amc.search.rewards import acc_latency
+
+    records = [_rec(0, (6,), 0.95, 0.9), _rec(1, (5,), 0.95, 0.8), _rec(2, (4,), 0.95, 0.85)]
+    fresh = {6 / 8: 0.7, 5 / 8: 0.9, 4 / 8: 0.8}
+    order: list[float] = []
+
+    def retime(policies):
+        order.extend(p["g"] for p in policies)
+        return [fresh[p["g"]] for p in policies]
+
+    best, _ = confirm_latency(records, retime, acc_latency, 1.0, top=3)
+    assert order == [5 / 8, 4 / 8, 6 / 8]
+    assert best["episode"] == 0 and best["latency_ms"] == 0.7

@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ..search.rewards import rank_key
 from .build import file_info, new_report, source_info
 
 __all__ = ["metrics_dict", "latency_dict", "side", "device_info", "compress_report",
@@ -117,8 +118,8 @@ def compress_report(res: Any, *, model: Any, output: str | os.PathLike[str] | No
     chosen = getattr(res, "chosen_episode", None)
     if chosen is not None:
         rep["search"]["chosen_episode"] = int(chosen)
-    elif res.records:  # compress keeps the first record with the highest reward
-        best = max(range(len(res.records)), key=lambda i: (res.records[i]["reward"], -i))
+    elif res.records:  # what compress keeps
+        best = max(range(len(res.records)), key=lambda i: (*rank_key(res.records[i]), -i))
         rep["search"]["chosen_episode"] = int(res.records[best].get("episode", best))
     if getattr(res, "confirmed", None):
         rep["search"]["confirmed"] = [dict(c) for c in res.confirmed]

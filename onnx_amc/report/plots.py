@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..search.rewards import rank_key
+
 __all__ = [
     "KERNEL_COLORS",
     "chosen_episode",
@@ -98,16 +100,15 @@ def group_ratio(group: Mapping[str, Any]) -> float | None:
 
 
 def chosen_episode(report: Mapping[str, Any]) -> int | None:
-    """The episode the search kept: ``search.chosen_episode`` if given, else the first one with
-    the highest reward (what compress keeps)."""
+    """The episode the search kept: ``search.chosen_episode`` if given, else what compress keeps
+    (the first best by :func:`~onnx_amc.search.rewards.rank_key`)."""
     search = report.get("search") or {}
     if _finite(search.get("chosen_episode")):
         return int(search["chosen_episode"])
-    best: tuple[float, int] | None = None
-    for ep in report.get("episodes") or []:
-        if _finite(ep.get("reward")) and (best is None or ep["reward"] > best[0]):
-            best = (float(ep["reward"]), int(ep["episode"]))
-    return None if best is None else best[1]
+    eps = [ep for ep in report.get("episodes") or [] if _finite(ep.get("reward"))]
+    if not eps:
+        return None
+    return int(max(eps, key=rank_key)["episode"])
 
 
 def _figure(height: float) -> Any:

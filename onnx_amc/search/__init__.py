@@ -25,7 +25,7 @@ from .budget import (
     make_budget,
     params_budget,
 )
-from .rewards import REWARDS, RewardInput, get_reward
+from .rewards import REWARDS, RewardInput, get_reward, rank_key
 from .space import FEATURES, LayerSpace, build_space
 
 __all__ = [
@@ -43,4 +43,5 @@ __all__ = [
     "macs_budget",
     "make_budget",
     "params_budget",
+    "rank_key",
 ]

@@ -92,6 +92,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.td3.policies import TD3Policy
 
 from .env import BatchEvaluator, PruningEnv, finish_batch
+from .rewards import rank_key
 
 __all__ = [
     "BatchNoise",
@@ -417,7 +418,7 @@ class SearchCallback(BaseCallback):
         self.records.append(rec)
         if self.on_record is not None:
             self.on_record(rec)
-        if self.best is None or rec["reward"] > self.best["reward"]:
+        if self.best is None or rank_key(rec) > rank_key(self.best):
             self.best = rec
             logger.info("episode %d: new best reward %.4f (score %.4f, %s use %.4f)",
                         episode, rec["reward"], rec["score"], rec["budget_kind"],

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .rewards import RewardFn, RewardInput
+from .rewards import RewardFn, RewardInput, rank_key
 
 __all__ = ["confirm_latency"]
 
@@ -33,11 +33,12 @@ def confirm_latency(records: Sequence[Mapping[str, Any]],
     ``retime`` times several policies in one call (one round trip to a remote device).
     Returns the chosen record (a copy with the fresh ``latency_ms`` and ``reward``; the
     search's values kept as ``latency_ms_search`` and ``reward_search``) and one entry per
-    re-timed candidate for the report.  Ties keep the search's order.
+    re-timed candidate for the report.  Candidates are ranked as the search ranks them
+    (:func:`~onnx_amc.search.rewards.rank_key`: reward, then latency), on the fresh timings.
     """
     if not records:
         raise ValueError("no candidates to confirm")
-    order = sorted(range(len(records)), key=lambda i: (-records[i]["reward"], i))
+    order = sorted(range(len(records)), key=lambda i: tuple(-v for v in rank_key(records[i])))
     picked: list[int] = []
     seen: set[tuple[int, ...]] = set()
     for i in order:
@@ -62,7 +63,7 @@ def confirm_latency(records: Sequence[Mapping[str, Any]],
         confirmed.append({"episode": int(r.get("episode", i)),
                           "latency_ms_search": r.get("latency_ms"), "latency_ms": ms,
                           "reward_search": float(r["reward"]), "reward": reward})
-        if best is None or reward > best["reward"]:
+        if best is None or (reward, -ms) > (best["reward"], -best["latency_ms"]):
             best = {**r, "latency_ms": ms, "reward": reward,
                     "latency_ms_search": r.get("latency_ms"), "reward_search": r["reward"]}
     assert best is not None

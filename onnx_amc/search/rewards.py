@@ -17,15 +17,21 @@ agreement with the original, else mean cosine).
   as much as 10 points of accuracy.
 
 Add a reward by adding a function to :data:`REWARDS` (or passing a callable to the env).
+
+Which candidate a search keeps is :func:`rank_key`: the highest reward, and among equal rewards
+the one that uses least of the resource.  Scores are counts of correct calibration samples, so
+equal rewards are common (every candidate of a model whose accuracy survives any pruning ties),
+and a user given two candidates of equal accuracy wants the smaller one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 from dataclasses import dataclass
 
-__all__ = ["REWARDS", "RewardFn", "RewardInput", "get_reward"]
+__all__ = ["REWARDS", "RewardFn", "RewardInput", "get_reward", "rank_key"]
 
 
 @dataclass(frozen=True)
@@ -88,3 +94,16 @@ def get_reward(name: str | RewardFn) -> RewardFn:
         return REWARDS[name]
     except KeyError:
         raise ValueError(f"unknown reward '{name}'; known: {', '.join(sorted(REWARDS))}") from None
+
+
+def rank_key(record: Mapping[str, Any]) -> tuple[float, float]:
+    """Sort key of an evaluated candidate, larger is better: reward, then less resource.
+
+    The resource is the candidate's latency in ms where it has one (measured, or predicted
+    from a profile), else its budget use (MACs or params after / before).  ``max(records,
+    key=rank_key)`` keeps the first of candidates that tie on both.
+    """
+    lat = record.get("latency_ms")
+    use = lat if isinstance(lat, (int, float)) and math.isfinite(lat) else record.get("budget_use")
+    use = float(use) if isinstance(use, (int, float)) and math.isfinite(use) else 0.0
+    return float(record["reward"]), -use
