@@ -28,8 +28,8 @@ from bench_latency_search import first_sample, prepare
 
 from graph_ops import analyze, apply, importance, make_plan
 from onnx_amc.compress import compress
-from onnx_amc.search.rewards import rank_key
 from onnx_amc.latency import measure_interleaved
+from onnx_amc.search.rewards import rank_key
 
 
 def main(argv: Sequence[str] | None = None) -> int:

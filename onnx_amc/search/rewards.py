@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["REWARDS", "RewardFn", "RewardInput", "get_reward", "rank_key"]
 
