@@ -4,7 +4,7 @@ A search under a measured latency budget keeps the candidate with the best rewar
 reward prices each candidate's one timing.  Among hundreds of candidates near the budget, the
 one chosen may be one whose timing came out low by chance: a winner's curse.  On this project's VM a host search's result timed 0.500 of the
 original during the search and 0.550 when measured again at the end
-(``benchmarks/results/bench_latency_search.md``, MobileNetV2 seed 2).  Timing the few best
+(``benchmarks/results/bench_latency_search_43276aa.md``, MobileNetV2 seed 2).  Timing the few best
 candidates once more and choosing on the fresh timings removes that bias from the choice: the
 fresh timings are independent of the selection that picked them.  How much it matters depends
 on the machine's noise: in ``benchmarks/bench_confirm.py`` (4 searches on the same model) the
