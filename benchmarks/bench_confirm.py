@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             res = compress(str(path), calib=calib, latency=args.keep, reconstruct=True,
                            seed=seed, episodes=args.episodes, warmup=args.warmup,
                            profile_time_s=args.profile_time, measure_latency=False)
-            first = max(range(len(res.records)), key=lambda i: (*rank_key(res.records[i]), -i))
+            first = max(range(len(res.records)), key=lambda i: rank_key(res.records[i]))
             search_rec = res.records[first]
             chosen = next(c for c in res.confirmed if c["episode"] == res.chosen_episode)
             search_conf = next(c for c in res.confirmed

@@ -97,11 +97,16 @@ class CandidateScorer:
             input_shapes=shapes)
         return [float(st.median_ms) for st in stats]
 
-    def time_original(self) -> float:
-        """Latency of the unpruned model, measured like every candidate (ms)."""
+    def _candidate_timer(self) -> Callable[[onnx.ModelProto], float]:
+        """The timer every candidate is timed with, made once (it holds the original's
+        session and timing unit)."""
         if self._timer is None:
             self._timer = self.make_timer()
-        return self._timer(self.analysis.model)
+        return self._timer
+
+    def time_original(self) -> float:
+        """Latency of the unpruned model, measured like every candidate (ms)."""
+        return self._candidate_timer()(self.analysis.model)
 
     def time_policies(self, policies: Sequence[Mapping[str, float]]) -> list[float]:
         """Latency (ms, in :meth:`time_original`'s unit) of each policy's pruned model, timed
@@ -115,9 +120,8 @@ class CandidateScorer:
             from .targets.ssh import SshTarget
 
             return self._time_remote(SshTarget.parse(target), models)
-        if self._timer is None:
-            self._timer = self.make_timer()
-        return [self._timer(m) for m in models]
+        timer = self._candidate_timer()
+        return [timer(m) for m in models]
 
     def build(self, policy: Mapping[str, float]) -> tuple[onnx.ModelProto, PrunePlan, Any]:
         """The pruned (and, if asked, reconstructed) model of ``policy``, its plan, and the

@@ -119,7 +119,7 @@ def compress_report(res: Any, *, model: Any, output: str | os.PathLike[str] | No
     if chosen is not None:
         rep["search"]["chosen_episode"] = int(chosen)
     elif res.records:  # what compress keeps
-        best = max(range(len(res.records)), key=lambda i: (*rank_key(res.records[i]), -i))
+        best = max(range(len(res.records)), key=lambda i: rank_key(res.records[i]))
         rep["search"]["chosen_episode"] = int(res.records[best].get("episode", best))
     if getattr(res, "confirmed", None):
         rep["search"]["confirmed"] = [dict(c) for c in res.confirmed]

@@ -38,7 +38,7 @@ def confirm_latency(records: Sequence[Mapping[str, Any]],
     """
     if not records:
         raise ValueError("no candidates to confirm")
-    order = sorted(range(len(records)), key=lambda i: tuple(-v for v in rank_key(records[i])))
+    order = sorted(range(len(records)), key=lambda i: rank_key(records[i]), reverse=True)
     picked: list[int] = []
     seen: set[tuple[int, ...]] = set()
     for i in order:
@@ -63,8 +63,9 @@ def confirm_latency(records: Sequence[Mapping[str, Any]],
         confirmed.append({"episode": int(r.get("episode", i)),
                           "latency_ms_search": r.get("latency_ms"), "latency_ms": ms,
                           "reward_search": float(r["reward"]), "reward": reward})
-        if best is None or (reward, -ms) > (best["reward"], -best["latency_ms"]):
-            best = {**r, "latency_ms": ms, "reward": reward,
-                    "latency_ms_search": r.get("latency_ms"), "reward_search": r["reward"]}
+        fresh = {**r, "latency_ms": ms, "reward": reward,
+                 "latency_ms_search": r.get("latency_ms"), "reward_search": r["reward"]}
+        if best is None or rank_key(fresh) > rank_key(best):
+            best = fresh
     assert best is not None
     return best, confirmed
