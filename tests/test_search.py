@@ -438,6 +438,17 @@ def test_search_is_deterministic(chain_space):
     assert [r["ratios"] for r in a.records] == [r["ratios"] for r in b.records]
 
 
+def test_search_leaves_nothing_in_the_temp_folder(chain_space, tmp_path, monkeypatch):
+    """SB3's default logger made an empty SB3-<date> folder in the temp dir per search."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    env = PruningEnv(chain_space, macs_budget(chain_space, 0.5), weighted_keep(chain_space))
+    run_ddpg(env, SearchConfig(episodes=4, warmup=2, seed=0))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_uniform_and_random_baselines(chain_space):
     budget = macs_budget(chain_space, 0.5)
     r = uniform_ratio(chain_space, budget)

@@ -86,6 +86,7 @@ from gymnasium import spaces
 from stable_baselines3 import DDPG
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.noise import ActionNoise, VectorizedActionNoise
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import DummyVecEnv
@@ -557,6 +558,9 @@ def make_ddpg(env: PruningEnv | PruningVecEnv,
         device="cpu",
         verbose=0,
     )
+    # Without a logger of its own, learn() configures SB3's default one, which creates an
+    # empty SB3-<date> folder in the temp directory on every search; this one writes nowhere.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     return model, noise
 
 
