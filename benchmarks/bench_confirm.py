@@ -16,6 +16,8 @@ Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_confirm.py``
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import statistics
 import sys
 import tempfile
@@ -47,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[list] = []
     final: dict[str, list[float]] = {"search's choice": [], "confirmed choice": []}
     tmp = Path(tempfile.mkdtemp(prefix="bench_confirm_"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # ~100 MB of models and data
     for name in args.models.split(","):
         path, calib, _ = prepare(name, tmp, n=args.calib_size, n_test=0)
         a = analyze(str(path))

@@ -35,6 +35,8 @@ Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_latency_search.p
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import statistics
 import sys
 import tempfile
@@ -87,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "flops (uniform)", "latency (uniform)", "flops (DDPG) at the host result's MACs")
     deterministic = (methods[3], methods[4])  # one run per model, reused for every seed
     tmp = Path(tempfile.mkdtemp(prefix="bench_latency_search_"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # ~100 MB of models and data
     for name in args.models.split(","):
         path, calib, extra_set = prepare(name, tmp, n=args.calib_size, n_test=args.test_size)
         original = onnx_load(path)

@@ -13,7 +13,9 @@ Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_search.py``
 from __future__ import annotations
 
 import argparse
+import atexit
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -264,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cells = [("macs", float(b)) for b in args.budgets.split(",") if b] + \
         [("latency", float(b)) for b in args.latency_budgets.split(",") if b]
     tmp = Path(tempfile.mkdtemp(prefix="bench_search_"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # ~100 MB of models and data
     rows: list[list[Any]] = []
     learned: list[list[Any]] = []
     timing: list[list[Any]] = []
