@@ -553,6 +553,22 @@ def _ms(stats) -> float | None:
     return float(stats) if isinstance(stats, int | float) else float(stats.median_ms)
 
 
+def _budget_source(res) -> str:
+    """Where a latency budget's "used" number comes from.  It is the action wall's cost, which
+    for host and ssh targets is a prediction or estimate while the table below shows measured
+    latencies: without this, the two numbers of one output disagree with no word why."""
+    if res.budget_kind != "latency":
+        return ""
+    if res.latency_source == "estimated":
+        return " (ESTIMATED from FLOPs/memory, NOT MEASURED)"
+    if res.latency_source == "predicted":
+        return f" (predicted from the profile '{res.target}')"
+    lb, la = _ms(res.latency_before), _ms(res.latency_after)
+    if lb and la:
+        return f" as the action wall predicts it; measured: {la / lb:.4f}"
+    return " as the action wall predicts it"
+
+
 def _print_compress(res, out_path: Path) -> None:
     """The before/after table a person reads first."""
     for w in res.warnings:
@@ -565,7 +581,7 @@ def _print_compress(res, out_path: Path) -> None:
                f"{res.seconds:.1f} s" + (" (interrupted: best so far)" if res.interrupted
                                          else ""))
     click.echo(f"budget: keep {res.budget_keep} of {res.budget_kind}; used "
-               f"{res.budget_use:.4f}")
+               f"{res.budget_use:.4f}{_budget_source(res)}")
     if res.confirmed:
         click.echo(f"chosen on a second timing of the {len(res.confirmed)} best candidates "
                    f"(episode {res.chosen_episode}: "

@@ -364,7 +364,7 @@ def compress(
     final, plan, report = evaluate_policy.build(best["policy"])
     before, after = count(a), count(a, plan.keep)
     lat_before = lat_after = None
-    lat_source = "measured"
+    lat_source = lsrc.source if lsrc is not None else "measured"
     if measure_latency:
         lat_before, lat_after, lat_source = _final_latency(
             target, lsrc, a, final, best["policy"], test_part, threads, providers)

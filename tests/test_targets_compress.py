@@ -35,12 +35,37 @@ def _report(d: Path) -> dict:
     return rep
 
 
+def _budget_line(stdout: str) -> str:
+    return next(line for line in stdout.splitlines() if line.startswith("budget:"))
+
+
+def test_budget_line_says_where_a_latency_use_comes_from():
+    """On host the "used" number is the action wall's prediction and the table's latencies are
+    measured: the budget line gives both, so the two numbers of one output do not disagree
+    unexplained."""
+    from types import SimpleNamespace
+
+    from onnx_amc.cli import _budget_source
+
+    def res(source, before=None, after=None, kind="latency"):
+        return SimpleNamespace(budget_kind=kind, latency_source=source, target="t",
+                               latency_before=before, latency_after=after)
+
+    assert _budget_source(res("measured", 2.0, 1.1)) == (
+        " as the action wall predicts it; measured: 0.5500")
+    assert _budget_source(res("measured")) == " as the action wall predicts it"
+    assert _budget_source(res("predicted", 2.0, 1.0)) == " (predicted from the profile 't')"
+    assert "NOT MEASURED" in _budget_source(res("estimated"))
+    assert _budget_source(res("measured", 2.0, 1.0, kind="macs")) == ""
+
+
 def test_latency_budget_on_a_bundled_profile_is_predicted_and_met(tmp_path):
     name = bundled_names()[0]
     r = _run("compress", MODEL, "-o", tmp_path / "o.onnx", "--calib", CALIB, "--latency", "0.6",
              "--target", name, *SHORT, "--report", tmp_path / "rep")
     assert r.returncode == 0, r.stderr
     assert "latency (predicted" in r.stdout
+    assert f"predicted from the profile '{name}'" in _budget_line(r.stdout)
     rep = _report(tmp_path / "rep")
     assert rep["budget"]["kind"] == "latency" and rep["budget"]["use"] <= 0.6 + 1e-9
     assert rep["measured"]["latency"] == "predicted"
@@ -58,6 +83,7 @@ def test_a_name_without_a_measured_profile_is_estimated_and_says_so(tmp_path):
              "--target", "arm64", *SHORT, "--report", tmp_path / "rep")
     assert r.returncode == 0, r.stderr
     assert "ESTIMATED, NOT MEASURED" in r.stderr.upper()
+    assert "ESTIMATED from FLOPs/memory, NOT MEASURED" in _budget_line(r.stdout)
     rep = _report(tmp_path / "rep")
     assert rep["measured"]["latency"] in (None, "estimated")
     assert rep["budget"]["use"] <= 0.6 + 1e-9
