@@ -142,13 +142,9 @@ class CandidateScorer:
         return self.build(policy)[0]
 
     def __call__(self, policy: Mapping[str, float]) -> EvalResult:
-        from .search.env import EvalResult
+        from .search.env import EvalResult, metrics_extra
 
         model = self.candidate(policy)
         m = self.evaluator.evaluate(model)
-        extra: dict[str, Any] = {"top1": m.top1}
-        agreement = m.fidelity.get("top1_agreement") if m.fidelity else None
-        if agreement is not None:
-            extra["top1_agreement"] = float(agreement)
         latency = self._timer(model) if self._timer is not None else None
-        return EvalResult(float(m.score), latency, extra)
+        return EvalResult(float(m.score), latency, metrics_extra(m))

@@ -263,9 +263,26 @@ def test_reward_registry():
         assert fn(hi) > fn(lo)
 
 
-def test_rank_key_breaks_reward_ties_towards_less_resource():
-    """Equal accuracy, different size: the smaller candidate ranks first (latency where there is
-    one, else budget use); the reward still comes first."""
+def test_rank_key_breaks_reward_ties_on_closeness_then_resource():
+    """Equal rewards: the candidate whose outputs stay closer to the original's ranks first,
+    whatever its size; the reward still comes first."""
+    from onnx_amc.search.rewards import rank_key
+
+    light = {"reward": -0.1, "budget_use": 0.3, "latency_ms": 1.0, "extra": {"mean_cosine": 0.97}}
+    close = {"reward": -0.1, "budget_use": 0.5, "latency_ms": 2.0, "extra": {"mean_cosine": 0.99}}
+    better = {"reward": -0.05, "budget_use": 0.5, "latency_ms": 2.0,
+              "extra": {"mean_cosine": 0.90}}
+    assert max([light, close], key=rank_key) is close
+    assert max([light, close, better], key=rank_key) is better
+    bare = {"reward": -0.1, "budget_use": 0.1, "latency_ms": None}  # no fidelity: ranks below
+    assert max([bare, light], key=rank_key) is light
+    assert rank_key({**light, "extra": {"mean_cosine": float("nan")}}) == rank_key(bare)[:2] + (
+        -1.0,)
+
+
+def test_rank_key_breaks_remaining_ties_towards_less_resource():
+    """Equal accuracy and closeness, different size: the smaller candidate ranks first (latency
+    where there is one, else budget use)."""
     from onnx_amc.search.rewards import rank_key
 
     small = {"reward": -0.1, "budget_use": 0.3, "latency_ms": None}
@@ -277,7 +294,7 @@ def test_rank_key_breaks_reward_ties_towards_less_resource():
     slow = {"reward": -0.1, "budget_use": 0.4, "latency_ms": 2.0}
     assert max([slow, fast], key=rank_key) is fast  # latency decides, not budget use
     nan = {"reward": -0.1, "budget_use": 0.4, "latency_ms": float("nan")}
-    assert rank_key(nan) == (-0.1, -0.4)
+    assert rank_key(nan) == (-0.1, -2.0, -0.4)
     assert max([dict(big), big], key=rank_key) is not big  # full ties keep the first
 
 

@@ -34,7 +34,8 @@ def confirm_latency(records: Sequence[Mapping[str, Any]],
     Returns the chosen record (a copy with the fresh ``latency_ms`` and ``reward``; the
     search's values kept as ``latency_ms_search`` and ``reward_search``) and one entry per
     re-timed candidate for the report.  Candidates are ranked as the search ranks them
-    (:func:`~onnx_amc.search.rewards.rank_key`: reward, then latency), on the fresh timings.
+    (:func:`~onnx_amc.search.rewards.rank_key`: reward, closeness, then latency), on the fresh
+    timings.
     """
     if not records:
         raise ValueError("no candidates to confirm")

@@ -68,14 +68,22 @@ def plan_evaluator(
         plan = space.plan(space.ratios_of(policy))
         model = apply(space.analysis, plan)
         metrics = evaluator.evaluate(model)
-        extra: dict[str, Any] = {"top1": metrics.top1, "top5": metrics.top5}
-        agreement = metrics.fidelity.get("top1_agreement") if metrics.fidelity else None
-        if agreement is not None:
-            extra["top1_agreement"] = float(agreement)
         lat = float(latency(model)) if latency is not None else None
-        return EvalResult(float(metrics.score), lat, extra)
+        return EvalResult(float(metrics.score), lat, metrics_extra(metrics))
 
     return evaluate
+
+
+def metrics_extra(metrics: Any) -> dict[str, Any]:
+    """A candidate's ``EvalResult.extra`` from its :class:`onnx_amc.metrics.Metrics`: top-1/5,
+    and the fidelity to the original that :func:`.rewards.rank_key` uses between equal
+    rewards (``mean_cosine``)."""
+    extra: dict[str, Any] = {"top1": metrics.top1, "top5": metrics.top5}
+    fid = metrics.fidelity or {}
+    for key in ("top1_agreement", "mean_cosine"):
+        if fid.get(key) is not None:
+            extra[key] = float(fid[key])
+    return extra
 
 
 class PruningEnv(gym.Env):

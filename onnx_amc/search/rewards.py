@@ -18,10 +18,14 @@ agreement with the original, else mean cosine).
 
 Add a reward by adding a function to :data:`REWARDS` (or passing a callable to the env).
 
-Which candidate a search keeps is :func:`rank_key`: the highest reward, and among equal rewards
-the one that uses least of the resource.  Scores are counts of correct calibration samples, so
-equal rewards are common (every candidate of a model whose accuracy survives any pruning ties),
-and a user given two candidates of equal accuracy wants the smaller one.
+Which candidate a search keeps is :func:`rank_key`: the highest reward; among equal rewards the
+one whose outputs stay closest to the original's on the same samples (mean cosine); then the one
+that uses least of the resource.  Scores are counts of correct calibration samples (a search
+part of 64 samples moves in steps of 1.6 points), so equal rewards are common, and candidates
+that tie on the count are not equally accurate: the closeness is a continuous measure from the
+same outputs and the better bet for the accuracy the budget is spent on.  Preferring the
+lighter of tied candidates instead (7234059) returned lighter models that tested worse:
+``benchmarks/results/bench_search_macs_400ep_tiebreak_lighter.md``.
 """
 
 from __future__ import annotations
@@ -96,14 +100,21 @@ def get_reward(name: str | RewardFn) -> RewardFn:
         raise ValueError(f"unknown reward '{name}'; known: {', '.join(sorted(REWARDS))}") from None
 
 
-def rank_key(record: Mapping[str, Any]) -> tuple[float, float]:
-    """Sort key of an evaluated candidate, larger is better: reward, then less resource.
+def _finite(value: Any, default: float) -> float:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else default
 
-    The resource is the candidate's latency in ms where it has one (measured, or predicted
-    from a profile), else its budget use (MACs or params after / before).  ``max(records,
-    key=rank_key)`` keeps the first of candidates that tie on both.
+
+def rank_key(record: Mapping[str, Any]) -> tuple[float, float, float]:
+    """Sort key of an evaluated candidate, larger is better: reward, then closeness to the
+    original's outputs, then less resource.
+
+    The closeness is ``record["extra"]["mean_cosine"]`` (the evaluator's fidelity on the search
+    part; records without one tie on it).  The resource is the candidate's latency in ms where
+    it has one (measured, or predicted from a profile), else its budget use (MACs or params
+    after / before).  ``max(records, key=rank_key)`` keeps the first of full ties.
     """
+    extra = record.get("extra")
+    close = _finite(extra.get("mean_cosine") if isinstance(extra, Mapping) else None, -2.0)
     lat = record.get("latency_ms")
     use = lat if isinstance(lat, (int, float)) and math.isfinite(lat) else record.get("budget_use")
-    use = float(use) if isinstance(use, (int, float)) and math.isfinite(use) else 0.0
-    return float(record["reward"]), -use
+    return float(record["reward"]), close, -_finite(use, 0.0)
