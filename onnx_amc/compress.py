@@ -12,6 +12,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -293,6 +295,8 @@ def compress(
     if log_fh is not None:  # the first line says what the evaluations belong to (for --resume)
         log_fh.write(json.dumps({"settings": settings}) + "\n")
 
+    stop, restore_sigint = _latch_sigint()
+
     def record(rec: dict[str, Any]) -> None:
         records.append(rec)
         if log_fh is not None:
@@ -300,6 +304,8 @@ def compress(
             log_fh.flush()
         if on_record is not None:
             on_record(rec)
+        if stop.is_set():  # a Ctrl-C whose KeyboardInterrupt something swallowed
+            raise KeyboardInterrupt
 
     interrupted = False
     try:
@@ -345,6 +351,7 @@ def compress(
         if not records:
             raise
     finally:
+        restore_sigint()
         if log_fh is not None:
             log_fh.close()
 
@@ -408,6 +415,29 @@ def _target_round_to(target: str) -> int | None:
     hint = (spec.profile or {}).get("round_to_hint") or {}
     value = hint.get("round_to") if isinstance(hint, dict) else None
     return int(value) if isinstance(value, int) and value >= 1 else None
+
+
+def _latch_sigint() -> tuple[threading.Event, Callable[[], None]]:
+    """An event that Ctrl-C sets (besides raising KeyboardInterrupt as usual), and a function
+    that restores the previous handler.
+
+    Why: Python raises KeyboardInterrupt wherever the main thread is; when that is a finaliser
+    (an ONNX Runtime session's ``__del__``, thousands per search), it prints "Exception
+    ignored" and carries on, and a long search never stopped (seen once in CI: no exit 120 s
+    after SIGINT).  With the event, the search raises again after the episode it is in.
+    Outside the main thread no handler can be installed; the event then never fires."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        return stop, lambda: None
+    return stop, lambda: signal.signal(signal.SIGINT,
+                                       old if old is not None else signal.default_int_handler)
 
 
 def _final_latency(target: str, lsrc: Any, a: Any, final: onnx.ModelProto,

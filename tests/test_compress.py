@@ -77,6 +77,29 @@ def test_ctrl_c_keeps_best_candidate_so_far(tmp_path):
     assert json.loads((tmp_path / "i.onnx.policy.json").read_text())["groups"]
 
 
+def test_a_swallowed_ctrl_c_still_stops_the_search():
+    """Python raises KeyboardInterrupt wherever the main thread is, and one that lands in a
+    finaliser is printed and dropped; the search must still stop after that episode."""
+    from onnx_amc import compress
+
+    seen: list[dict] = []
+
+    def on_record(rec: dict) -> None:
+        seen.append(rec)
+        if len(seen) == 3:
+            try:  # what a __del__ does with it
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1.0)
+            except KeyboardInterrupt:
+                pass
+
+    before = signal.getsignal(signal.SIGINT)
+    res = compress(str(MODEL), calib=str(CALIB), flops=0.5, episodes=500, warmup=5,
+                   on_record=on_record)
+    assert res.interrupted and len(res.records) == len(seen) == 3
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--flops", "1.5"], "fraction in (0, 1)"),
     (["--flops", "0.5", "--params", "0.5"], "exactly one budget"),
