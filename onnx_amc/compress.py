@@ -423,7 +423,7 @@ def _latch_sigint() -> tuple[threading.Event, Callable[[], None]]:
 
     Why: Python raises KeyboardInterrupt wherever the main thread is; when that is a finaliser
     (an ONNX Runtime session's ``__del__``, thousands per search), it prints "Exception
-    ignored" and carries on, and a long search never stopped (seen once in CI: no exit 120 s
+    ignored" and carries on, and a long search never stopped (seen twice in CI: no exit 120 s
     after SIGINT).  With the event, the search raises again after the episode it is in.
     Outside the main thread no handler can be installed; the event then never fires."""
     stop = threading.Event()

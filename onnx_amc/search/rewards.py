@@ -115,6 +115,5 @@ def rank_key(record: Mapping[str, Any]) -> tuple[float, float, float]:
     """
     extra = record.get("extra")
     close = _finite(extra.get("mean_cosine") if isinstance(extra, Mapping) else None, -2.0)
-    lat = record.get("latency_ms")
-    use = lat if isinstance(lat, (int, float)) and math.isfinite(lat) else record.get("budget_use")
-    return float(record["reward"]), close, -_finite(use, 0.0)
+    use = _finite(record.get("latency_ms"), _finite(record.get("budget_use"), 0.0))
+    return float(record["reward"]), close, -use
