@@ -329,15 +329,23 @@ def compress(
         elif search == "greedy":
             from .parallel import evaluation_pool
             from .search.baselines import greedy_search
+            from .search.env import sequential
 
             def probe(p: dict[str, Any]) -> None:  # logged, but never a candidate
                 if log_fh is not None:
                     log_fh.write(json.dumps({"phase": "sensitivity", **p}) + "\n")
 
             with evaluation_pool(spec, workers, ray_address) as pool:
-                many = pool.evaluate_many if pool is not None else None
+                many = pool.evaluate_many if pool is not None else sequential(env.evaluate)
+
+                def probes(policies: Any) -> Any:  # its probes are not recorded: check here
+                    out = many(policies)
+                    if stop.is_set():
+                        raise KeyboardInterrupt
+                    return out
+
                 res = greedy_search(env, progress=progress, on_probe=probe, batch=k,
-                                    evaluate_many=many)
+                                    evaluate_many=probes)
             record({**res.best, "episode": 0, "phase": "greedy"})
         else:
             from .search.baselines import uniform_search

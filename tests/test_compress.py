@@ -100,6 +100,33 @@ def test_a_swallowed_ctrl_c_still_stops_the_search():
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_a_swallowed_ctrl_c_stops_greedy_during_its_probes(monkeypatch):
+    """Greedy's sensitivity probes are not recorded episodes, so the check after each record
+    never runs while they do: a swallowed Ctrl-C must stop them after the probe it hit."""
+    from onnx_amc import compress
+    from onnx_amc.scoring import CandidateScorer
+
+    calls = []
+    real = CandidateScorer.__call__
+
+    def scored(self, policy):
+        calls.append(policy)
+        if len(calls) == 3:
+            try:  # what a __del__ does with it
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1.0)
+            except KeyboardInterrupt:
+                pass
+        return real(self, policy)
+
+    monkeypatch.setattr(CandidateScorer, "__call__", scored)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):  # no candidate yet: nothing to keep
+        compress(str(MODEL), calib=str(CALIB), flops=0.5, search="greedy")
+    assert len(calls) == 3
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--flops", "1.5"], "fraction in (0, 1)"),
     (["--flops", "0.5", "--params", "0.5"], "exactly one budget"),
