@@ -98,7 +98,7 @@ def run_model(name: str, size: int | None, n: int, seed: int, tmp: Path,
         rows.append({"i": i, "pred": p, "meas": m.median_ms, "ci": m.ci95_rel,
                      "pred_us": pred_s * 1e6, "m1": m1.median_ms, "m2": m2.median_ms,
                      "pred_ratio": p / p0, "meas_ratio": v.median_ms / o.median_ms,
-                     "blob": blob})
+                     "orig_in_run": o.median_ms, "var_in_run": v.median_ms, "blob": blob})
         log(f"  {name} variant {i}: predicted {p:.3f} ms, measured {m.median_ms:.3f} ms "
             f"({100 * (p / m.median_ms - 1):+.1f}%); ratio to original predicted "
             f"{p / p0:.3f}, measured {v.median_ms / o.median_ms:.3f}")
@@ -111,7 +111,9 @@ def run_model(name: str, size: int | None, n: int, seed: int, tmp: Path,
             "units": prof["model"]["units"], "designs": prof["model"]["designs"],
             "passes": prof["model"].get("timing_passes"),
             "a": prof["correction"]["a_ms"], "b": prof["correction"]["b"],
-            "hint": prof["round_to_hint"]["round_to"]}
+            "hint": prof["round_to_hint"]["round_to"], "p0": p0,
+            "points": prof["correction"]["points"],
+            "originals": prof["correction"]["original_medians_ms"]}
 
 
 def summarize(rows: list[dict]) -> tuple[float, float, float, float]:
@@ -232,13 +234,33 @@ def main(argv: list[str] | None = None) -> int:
         "",
         md_table(["model", "#", "predicted ms", "measured ms (lower)", "error", "measure CI+-",
                   "measure 1 ms", "measure 2 ms", "predicted ratio", "measured ratio",
-                  "measured ratio, a pass later"],
+                  "measured ratio, a pass later", "in that run: original ms / variant ms"],
                  [[f"{r['name']}@{r['size']}", row["i"], f"{row['pred']:.3f}",
                    f"{row['meas']:.3f}", f"{100 * (row['pred'] / row['meas'] - 1):+.1f}%",
                    f"{100 * row['ci']:.1f}%", f"{row['m1']:.3f}", f"{row['m2']:.3f}",
                    f"{row['pred_ratio']:.3f}", f"{row['meas_ratio']:.3f}",
-                   f"{row['meas_ratio_again']:.3f}"]
+                   f"{row['meas_ratio_again']:.3f}",
+                   f"{row['orig_in_run']:.3f} / {row['var_in_run']:.3f}"]
                   for r in results for row in r["rows"]]),
+        "",
+        "## The profiles' whole-model points",
+        "",
+        "What each profile's correction interpolates between (`correction.points`): the "
+        "original and its random variants, each variant's latency being its ratio to the "
+        "original in one interleaved run times the original's lowest median. A predicted ratio "
+        "above is the curve through these points at the variant's unit sum, over the curve at "
+        "the original's; the original's medians in the profile's runs are listed with it, "
+        "next to its medians in this benchmark's interleaved runs (the column above).",
+        "",
+        md_table(["model", "sum of unit tables ms", "measured ms", "ratio to the original"],
+                 [[f"{r['name']}@{r['size']}", f"{pt['sum_units_ms']:.4f}",
+                   f"{pt['measured_ms']:.4f}", f"{pt['ratio_to_original']:.3f}"]
+                  for r in results for pt in r["points"]]),
+        "",
+        "Original's medians in the profile's runs (ms): "
+        + "; ".join(f"{r['name']}@{r['size']}: "
+                    + ", ".join(f"{v:.3f}" for v in r["originals"])
+                    + f" (predicted {r['p0']:.3f})" for r in results),
         "",
         "Only-first-measurement summary (no min of two): "
         + _first_only(allrows),
