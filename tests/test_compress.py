@@ -77,6 +77,15 @@ def test_ctrl_c_keeps_best_candidate_so_far(tmp_path):
     assert json.loads((tmp_path / "i.onnx.policy.json").read_text())["groups"]
 
 
+def _swallowed_ctrl_c() -> None:
+    """A Ctrl-C whose KeyboardInterrupt lands where it is dropped, as in a finaliser."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+
+
 def test_a_swallowed_ctrl_c_still_stops_the_search():
     """Python raises KeyboardInterrupt wherever the main thread is, and one that lands in a
     finaliser is printed and dropped; the search must still stop after that episode."""
@@ -87,11 +96,7 @@ def test_a_swallowed_ctrl_c_still_stops_the_search():
     def on_record(rec: dict) -> None:
         seen.append(rec)
         if len(seen) == 3:
-            try:  # what a __del__ does with it
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(1.0)
-            except KeyboardInterrupt:
-                pass
+            _swallowed_ctrl_c()
 
     before = signal.getsignal(signal.SIGINT)
     res = compress(str(MODEL), calib=str(CALIB), flops=0.5, episodes=500, warmup=5,
@@ -112,11 +117,7 @@ def test_a_swallowed_ctrl_c_stops_greedy_during_its_probes(monkeypatch):
     def scored(self, policy):
         calls.append(policy)
         if len(calls) == 3:
-            try:  # what a __del__ does with it
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(1.0)
-            except KeyboardInterrupt:
-                pass
+            _swallowed_ctrl_c()
         return real(self, policy)
 
     monkeypatch.setattr(CandidateScorer, "__call__", scored)
