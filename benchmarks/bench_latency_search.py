@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import shutil
 import statistics
 import sys
@@ -283,15 +284,17 @@ def prepare(spec: str, tmp: Path, n: int = 128, n_test: int = 512):
       (scripts/train_zoo_on_digits.py, cached): the first ``n`` held-out digits calibrate,
       the remaining ones (never seen by the search or the reconstruction) are the extra test;
     * ``zoo:NAME@SIZE`` (random weights) and ``packaged:NAME`` (pretrained): ``n`` crops of
-      the scikit-learn sample photos, scored by fidelity to the original (no labels); the
-      extra test is ``n_test`` more crops drawn with another seed.
+      the scikit-learn sample photos (for packaged models made as
+      ``natural_images.packaged_crops`` says: text, normalisation, and turns for orientation
+      classifiers), scored by fidelity to the original (no labels); the extra test is
+      ``n_test`` more crops drawn with another seed.
 
     The search's own test part is a quarter of the calibration set (64 samples at 256, where
     one sample moves the score by 1.6 points): too coarse to call "equal or better" alone.
     """
     import numpy as np
     import onnx
-    from natural_images import photo_crops
+    from natural_images import packaged_crops, photo_crops
 
     from onnx_amc.data import CalibrationSet
 
@@ -331,10 +334,11 @@ def prepare(spec: str, tmp: Path, n: int = 128, n_test: int = 512):
     path = tmp / f"{name.replace('@', '_')}.onnx"
     onnx.save(model, str(path))
     calib = tmp / f"{name.replace('@', '_')}.npz"
-    np.savez(calib, **{inp: photo_crops(n, shape[2], shape[3], seed=1)})
+    crops = photo_crops if kind == "zoo" else functools.partial(packaged_crops, name)
+    np.savez(calib, **{inp: crops(n, shape[2], shape[3], seed=1)})
     extra = None
     if n_test > 0:
-        extra = CalibrationSet({inp: photo_crops(n_test, shape[2], shape[3], seed=2)}, None,
+        extra = CalibrationSet({inp: crops(n_test, shape[2], shape[3], seed=2)}, None,
                                f"photo crops seed 2, {n_test}")
     return path, calib, extra
 

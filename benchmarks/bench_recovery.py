@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import onnx
 from bench_graph_ops import REPO, environment, log, md_table, write_report
-from natural_images import photo_crops
+from natural_images import packaged_crops
 
 from onnx_amc import api
 from onnx_amc.data import CalibrationSet, input_specs_from_model, load_calibration
@@ -75,9 +75,7 @@ def packaged_section(threads: int, n_images: int) -> str:
     for pm, path in available():
         model = onnx.load(str(path))
         (name, shape), = [(k, v) for k, v in pm.input_shapes.items()]
-        text = "ocr" in pm.name or "captcha" in pm.name
-        norm = "half" if "rec" in pm.name or "cls" in pm.name else "imagenet"
-        x = photo_crops(n_images, shape[2], shape[3], seed=1, text=text, normalise=norm)
+        x = packaged_crops(pm.name, n_images, shape[2], shape[3], seed=1)
         if shape[0] != 1 and pm.name == "centerface":
             x = x[: (n_images // shape[0]) * shape[0]]
         calib = CalibrationSet({name: x}, None, "sklearn sample photos")
