@@ -160,8 +160,7 @@ def _run_cell(name: str, path: Path, calib: Path, kind: str, budget: float, reco
             if held_out is not None:
                 m = held_out.evaluate(res.model)
                 score, cell.test_samples = m.score, m.num_samples
-                if not cell.original:
-                    cell.original = held_out.evaluate(onnx_load(path)).score
+                cell.original = held_out.reference_metrics.score
             else:
                 cell.original = res.metrics_before.score
                 cell.test_samples = res.metrics_after.num_samples

@@ -131,8 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ["candidates", "mean search score", "mean test score", "max test score"], tops),
     ]
     if held_set is not None:
-        sections.append(_rules_section(eps, search, scores[:, 1], held_set, uni, scorers[1]))
-    name = "selection" if model == args.model and args.model.endswith(".onnx") else \
+        sections.append(_rules_section(eps, best, search, scores[:, 1], held_set, uni,
+                                       scorers[1]))
+    name = "selection" if args.model.endswith(".onnx") else \
         "selection_" + re.sub(r"[^A-Za-z0-9_.@-]+", "_", args.model)
     out = write_report(name, "Does the best search candidate generalise?", env,
                        sections, time.perf_counter() - t0)
@@ -151,15 +152,15 @@ def _resolve(args: argparse.Namespace, tmp: Path) -> tuple[str, str, Any, Any]:
     return str(path), str(calib), held, _input_shapes(args.model)
 
 
-def _rules_section(eps: Sequence[dict], search: np.ndarray, held: np.ndarray, held_set: Any,
-                   uni: Any, held_scorer: Any) -> str:
-    """Which candidate each selection rule returns, and how it scores on the held-out set."""
+def _rules_section(eps: Sequence[dict], best: int, search: np.ndarray, held: np.ndarray,
+                   held_set: Any, uni: Any, held_scorer: Any) -> str:
+    """Which candidate each selection rule returns (``best``: the one compress returned), and
+    how it scores on the held-out set."""
     cos = np.array([float((r.get("extra") or {}).get("mean_cosine", float("nan")))
                     for r in eps])
     rules = {
         "reward alone (first maximum)": int(np.argmax([r["reward"] for r in eps])),
-        "reward, then closeness (compress)": max(range(len(eps)),
-                                                 key=lambda i: rank_key(eps[i])),
+        "reward, then closeness (compress)": best,
         "closeness alone (mean cosine on the search part)": int(np.nanargmax(cos)),
     }
     rows = [[rule, i + 1, f"{search[i]:.4f}", f"{cos[i]:.4f}", f"{held[i]:.4f}"]

@@ -297,6 +297,10 @@ def compress(
 
     stop, restore_sigint = _latch_sigint()
 
+    def check_stop() -> None:
+        if stop.is_set():  # a Ctrl-C whose KeyboardInterrupt something swallowed
+            raise KeyboardInterrupt
+
     def record(rec: dict[str, Any]) -> None:
         records.append(rec)
         if log_fh is not None:
@@ -304,8 +308,7 @@ def compress(
             log_fh.flush()
         if on_record is not None:
             on_record(rec)
-        if stop.is_set():  # a Ctrl-C whose KeyboardInterrupt something swallowed
-            raise KeyboardInterrupt
+        check_stop()
 
     interrupted = False
     try:
@@ -340,8 +343,7 @@ def compress(
 
                 def probes(policies: Any) -> Any:  # its probes are not recorded: check here
                     out = many(policies)
-                    if stop.is_set():
-                        raise KeyboardInterrupt
+                    check_stop()
                     return out
 
                 res = greedy_search(env, progress=progress, on_probe=probe, batch=k,
