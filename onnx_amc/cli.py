@@ -15,6 +15,7 @@ from graph_ops import DEFAULT_ROUND_TO, GraphOpsError, save_model
 
 from . import __version__, api
 from .errors import InputError
+from .metrics import SEARCH_SCORES
 
 log = logging.getLogger("onnx_amc")
 
@@ -468,6 +469,12 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
               "per-group sensitivity with one accuracy threshold; it ignores --episodes).")
 @click.option("--reconstruct", is_flag=True, help="Least-squares reconstruction of every "
               "candidate (in the search loop, as AMC does) and of the result.")
+@click.option("--score", "score_kind", type=click.Choice(list(SEARCH_SCORES)), default="auto",
+              show_default=True, help="What the search maximises on its part of the calibration "
+              "data. auto: top-1 with labels, else top-1 agreement with the original, else mean "
+              "cosine; agreement+cosine: without labels, their mean (continuous where agreement "
+              "on few samples ties); cosine: mean cosine of all outputs. Gates and the report "
+              "use auto's metric whatever is searched.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ONNX Runtime threads.")
@@ -487,7 +494,7 @@ def compress(model: str, out: str, calib: str, flops: float | None, params: floa
              workers: int | None, ray_address: str | None, batch: int | None,
              profile_time: float,
              episodes: int | None, warmup: int | None, search: str, reconstruct: bool,
-             seed: int, threads: int, round_to: int, progress: bool | None,
+             score_kind: str, seed: int, threads: int, round_to: int, progress: bool | None,
              resume: str | None,
              input_shape: tuple[str, ...], calib_size, image_size, resize_shorter, scale, mean,
              std, bgr, layout, max_accuracy_drop, min_speedup, max_size, report_dir) -> None:
@@ -519,7 +526,7 @@ def compress(model: str, out: str, calib: str, flops: float | None, params: floa
                   image_options=_image_options(image_size, resize_shorter, scale, mean, std,
                                                bgr, layout),
                   input_shapes=_parse_shapes(input_shape), round_to=round_to, progress=show,
-                  log_path=log_path)
+                  log_path=log_path, score=score_kind)
     except BaseException:
         if moved is not None and not log_path.exists():
             os.replace(moved, log_path)
@@ -603,7 +610,8 @@ def _print_compress(res, out_path: Path) -> None:
     click.echo(f"  {'':<{w}}  {'before':>12}  {'after':>12}  change")
     for name, x, y, c in rows:
         click.echo(f"  {name:<{w}}  {x:>12}  {y:>12}  {c}")
-    click.echo(f"search-part {b.score_name} of the best candidate: {res.search_score:.4f} "
+    searched = b.score_name if res.score_kind == "auto" else res.score_kind
+    click.echo(f"search-part {searched} of the best candidate: {res.search_score:.4f} "
                "(the test part above was never seen by the search)")
     click.echo(f"wrote {out_path}, {out_path.name}.policy.json, {out_path.name}.log.jsonl")
 

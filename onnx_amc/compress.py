@@ -27,6 +27,7 @@ from graph_ops import DEFAULT_ROUND_TO, analyze, count, group_macs, save_model
 from graph_ops.load import write_atomic
 
 from .errors import InputError
+from .metrics import SEARCH_SCORES
 from .search.rewards import rank_key
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class CompressionResult:
     macs_after: int | None
     metrics_before: Any  # on the test part, which the search never saw
     metrics_after: Any
-    search_score: float  # the best candidate's score on the search part
+    search_score: float  # the best candidate's score on the search part, of score_kind
     search: str
     seed: int
     episodes_run: int
@@ -82,6 +83,7 @@ class CompressionResult:
     chosen_episode: int | None = None  # the record the result comes from
     latency_target_ms: float | None = None  # a measured latency budget in the search's unit
     confirmed: list[dict[str, Any]] = field(default_factory=list)  # see search.confirm
+    score_kind: str = "auto"  # what the search maximised (metrics.SEARCH_SCORES)
 
     def policy_document(self) -> dict[str, Any]:
         """JSON re-appliable with ``onnx-amc prune --policy`` (kept indices win over ratios)."""
@@ -165,6 +167,7 @@ def compress(
     batch: int | None = None,
     ddpg: Mapping[str, Any] | None = None,
     confirm: int = 3,
+    score: str = "auto",
 ) -> CompressionResult:
     """Search per-group keep ratios under a MACs (``flops``) or ``params`` budget (the fraction
     to keep) and return the best candidate. Ctrl-C (KeyboardInterrupt) stops the search and
@@ -182,7 +185,10 @@ def compress(
 
     Under a latency budget measured on host or over SSH, the ``confirm`` best distinct
     candidates are timed once more and the result is chosen on those timings
-    (:mod:`onnx_amc.search.confirm`); 0 keeps the search's choice."""
+    (:mod:`onnx_amc.search.confirm`); 0 keeps the search's choice.
+
+    ``score`` is what the search maximises (:data:`onnx_amc.metrics.SEARCH_SCORES`); the
+    result is reported in :attr:`~onnx_amc.metrics.Metrics.score` whatever it is."""
     from .api import load_calib
     from .data import CalibrationSet, split_calibration
     from .evaluate import Evaluator
@@ -195,6 +201,8 @@ def compress(
     kind, keep = _check_budget(flops, params, latency)
     if search not in SEARCHES:
         raise InputError(f"--search must be one of {', '.join(SEARCHES)}, got {search}")
+    if score not in SEARCH_SCORES:
+        raise InputError(f"--score must be one of {', '.join(SEARCH_SCORES)}, got {score}")
     if episodes is not None and episodes < 1:
         raise InputError(f"--episodes must be >= 1, got {episodes}")
     if round_to is None:  # the target's measured fast multiple, else the host default
@@ -246,7 +254,8 @@ def compress(
                        reconstruct=reconstruct, threads=threads, seed=seed,
                        latency=lsrc is not None and lsrc.measure is not None,
                        providers=tuple(providers) if providers else None,
-                       latency_target=lsrc.measure if lsrc is not None else None)
+                       latency_target=lsrc.measure if lsrc is not None else None,
+                       score=score)
     evaluate_policy = CandidateScorer(spec, analysis=a, space=space)
     if lsrc is None and target != "host" and not target.startswith("ssh://"):
         # A FLOPs/params search reported on a profile or a name: its latency is predicted
@@ -275,6 +284,8 @@ def compress(
         settings["batch"] = k
     if ddpg and search == "ddpg":
         settings["ddpg"] = dict(ddpg)
+    if score != "auto":  # a cached score of another kind must not be resumed
+        settings["score"] = score
     if resume is not None:
         env.cache.update(_load_resume(resume, settings))
 
@@ -403,7 +414,7 @@ def compress(
         params_before=before.params, params_after=after.params, macs_before=before.macs,
         macs_after=after.macs, metrics_before=tester.reference_metrics,
         metrics_after=tester.evaluate(final), search_score=float(best["score"]),
-        search=search, seed=seed,
+        search=search, seed=seed, score_kind=score,
         episodes_run=len(records), interrupted=interrupted, records=records,
         reconstruction=report, groups=groups, seconds=time.perf_counter() - t_start,
         latency_before=lat_before, latency_after=lat_after, warmup=warmup, round_to=round_to,

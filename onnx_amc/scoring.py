@@ -45,6 +45,7 @@ class ScoringSpec:
     latency: bool = False
     providers: tuple[str, ...] | None = None
     latency_target: str | None = None  # where candidates are timed: "host" or an ssh:// URL
+    score: str = "auto"  # what the search maximises: a name in metrics.SEARCH_SCORES
 
 
 class CandidateScorer:
@@ -142,9 +143,10 @@ class CandidateScorer:
         return self.build(policy)[0]
 
     def __call__(self, policy: Mapping[str, float]) -> EvalResult:
+        from .metrics import search_score
         from .search.env import EvalResult, metrics_extra
 
         model = self.candidate(policy)
         m = self.evaluator.evaluate(model)
         latency = self._timer(model) if self._timer is not None else None
-        return EvalResult(float(m.score), latency, metrics_extra(m))
+        return EvalResult(search_score(m, self.spec.score), latency, metrics_extra(m))

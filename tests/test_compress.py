@@ -230,3 +230,25 @@ def test_ddpg_settings_are_checked_before_the_search_and_kept_apart_for_resume(t
     with pytest.raises(InputError, match="other settings"):  # another decay is another search
         compress(MODEL, calib=CALIB, flops=0.5, episodes=3, warmup=1, resume=log,
                  measure_latency=False)
+
+
+def test_score_option_is_what_the_search_maximises_and_is_kept_apart_for_resume(tmp_path):
+    from onnx_amc.compress import compress
+    from onnx_amc.errors import InputError
+
+    log = tmp_path / "c.jsonl"
+    res = compress(MODEL, calib=CALIB, flops=0.5, episodes=3, warmup=1, score="cosine",
+                   log_path=log, measure_latency=False)
+    assert res.score_kind == "cosine"
+    assert res.records and all(r["score"] == pytest.approx(r["extra"]["mean_cosine"])
+                               for r in res.records)
+    assert res.metrics_after.score_name == "top1"  # reported as auto whatever is searched
+    with pytest.raises(InputError, match="other settings"):
+        compress(MODEL, calib=CALIB, flops=0.5, episodes=3, warmup=1, resume=log,
+                 measure_latency=False)
+    with pytest.raises(InputError, match="--score must be one of"):
+        compress(MODEL, calib=CALIB, flops=0.5, episodes=3, score="top5", measure_latency=False)
+    r = _run("compress", str(MODEL), "-o", str(tmp_path / "x.onnx"), "--calib", str(CALIB),
+             "--flops", "0.5", "--score", "top5")
+    assert r.returncode == 2 and "--score" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.onnx").exists()

@@ -8,7 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from onnx_amc.metrics import Metrics, fidelity, is_classifier_shaped, topk_accuracy
+from onnx_amc.metrics import (
+    Metrics,
+    fidelity,
+    is_classifier_shaped,
+    search_score,
+    topk_accuracy,
+)
 
 LOGITS = np.array(
     [
@@ -112,3 +118,25 @@ def test_metrics_score_precedence_and_dict() -> None:
     d = labelled.as_dict()
     assert d["score"] == labelled.score and d["fidelity"]["outputs"]["logits"]["cosine"] == 1.0
     json.dumps(d)
+
+
+def test_search_score_kinds() -> None:
+    """What a search maximises: labelled top-1 wins over any blend; without labels
+    agreement+cosine is the mean of the two; cosine is cosine either way."""
+    ref = {"logits": LOGITS}
+    out = {"logits": LOGITS[[0, 1, 3, 2]]}  # two rows swapped: agreement 0.5
+    fid = fidelity(out, ref)
+    unlabelled = Metrics.compute(out, ref)
+    labelled = Metrics.compute(out, ref, labels=LABELS)
+    assert fid["top1_agreement"] == pytest.approx(0.5) and fid["mean_cosine"] < 1.0
+    assert search_score(unlabelled) == unlabelled.score == pytest.approx(0.5)
+    assert search_score(unlabelled, "agreement+cosine") == pytest.approx(
+        0.5 * (0.5 + fid["mean_cosine"]))
+    assert search_score(unlabelled, "cosine") == pytest.approx(fid["mean_cosine"])
+    assert search_score(labelled, "agreement+cosine") == labelled.top1
+    assert search_score(labelled, "cosine") == pytest.approx(fid["mean_cosine"])
+    # No classifier output: agreement+cosine is cosine, as auto is.
+    maps = Metrics.compute({"m": np.ones((2, 3, 4, 4))}, {"m": np.ones((2, 3, 4, 4))})
+    assert search_score(maps, "agreement+cosine") == search_score(maps) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="score must be one of"):
+        search_score(unlabelled, "top5")
