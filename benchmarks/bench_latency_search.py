@@ -343,6 +343,17 @@ def prepare(spec: str, tmp: Path, n: int = 128, n_test: int = 512):
     return path, calib, extra
 
 
+def input_shapes(spec: str) -> dict[str, tuple[int, ...]] | None:
+    """Concrete input shapes of a packaged model (its dims may be symbolic, and MACs need
+    them); None for the others."""
+    kind, _, name = spec.partition(":")
+    if kind != "packaged":
+        return None
+    from tests.packaged import PACKAGED
+
+    return next(dict(pm.input_shapes) for pm in PACKAGED if pm.name == name)
+
+
 def onnx_load(path: Path):
     import onnx
 

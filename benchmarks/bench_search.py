@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from bench_graph_ops import environment, log, md_table, write_report
-from bench_latency_search import onnx_load, prepare
+from bench_latency_search import input_shapes, onnx_load, prepare
 
 from graph_ops import analyze
 from onnx_amc.compress import CompressionResult, compress, layer_kind
@@ -108,17 +108,6 @@ def _latency_fraction(res: CompressionResult) -> float | None:
     b_ms = b if isinstance(b, float) else b.median_ms
     a_ms = a if isinstance(a, float) else a.median_ms
     return a_ms / b_ms
-
-
-def _input_shapes(spec: str) -> dict[str, tuple[int, ...]] | None:
-    """Concrete input shapes of a packaged model (its dims may be symbolic, and MACs need
-    them); None for the others."""
-    kind, _, name = spec.partition(":")
-    if kind != "packaged":
-        return None
-    from tests.packaged import PACKAGED
-
-    return next(dict(pm.input_shapes) for pm in PACKAGED if pm.name == name)
 
 
 def _run(path: Path, calib: Path, kind: str, budget: float, search: str, seed: int,
@@ -308,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [s for s in args.models.split(",") if s]
     for spec in names:
         path, calib, extra_set = prepare(spec, tmp, n=args.calib_size, n_test=args.test_size)
-        a = analyze(str(path), input_shapes=_input_shapes(spec))
+        a = analyze(str(path), input_shapes=input_shapes(spec))
         extra = Evaluator(onnx_load(path), extra_set) if extra_set is not None else None
         if extra is not None:
             constant[spec] = _constant_agreement(extra)

@@ -145,11 +145,10 @@ def _resolve(args: argparse.Namespace, tmp: Path) -> tuple[str, str, Any, Any]:
     """(model path, calibration path, held-out CalibrationSet or None, input shapes or None)."""
     if args.model.endswith(".onnx"):
         return args.model, args.calib, None, None
-    from bench_latency_search import prepare
-    from bench_search import _input_shapes
+    from bench_latency_search import input_shapes, prepare
 
     path, calib, held = prepare(args.model, tmp, n=args.calib_size, n_test=args.test_size)
-    return str(path), str(calib), held, _input_shapes(args.model)
+    return str(path), str(calib), held, input_shapes(args.model)
 
 
 def _rules_section(eps: Sequence[dict], best: int, search: np.ndarray, held: np.ndarray,
