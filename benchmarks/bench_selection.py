@@ -39,6 +39,7 @@ from graph_ops import analyze
 from onnx_amc.api import load_calib
 from onnx_amc.compress import compress
 from onnx_amc.data import split_calibration
+from onnx_amc.metrics import SEARCH_SCORES
 from onnx_amc.scoring import CandidateScorer, ScoringSpec
 from onnx_amc.search.rewards import rank_key
 
@@ -60,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "quarter search, a quarter test)")
     ap.add_argument("--test-size", type=int, default=512,
                     help="packaged: specs: held-out photo crops")
+    ap.add_argument("--score", default="auto", choices=SEARCH_SCORES,
+                    help="what the search maximises (compress --score); test and held-out "
+                         "scores stay auto's metric")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     env = environment(["stable-baselines3"])
@@ -67,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, calib, held_set, shapes = _resolve(args, Path(tmp))
         kw = dict(calib=calib, flops=args.flops, reconstruct=True, seed=args.seed,
                   round_to=args.round_to, measure_latency=False, progress=False,
-                  input_shapes=shapes)
+                  input_shapes=shapes, score=args.score)
         log_path = Path(tmp) / "search.jsonl"
         res = compress(model, search="ddpg", episodes=args.episodes, warmup=args.warmup,
                        log_path=str(log_path), **kw)
@@ -111,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = [
         f"- model `{Path(args.model).name}`, {args.flops} of the MACs, reconstruction on, "
         f"channel counts rounded to {args.round_to}, DDPG {args.episodes} episodes "
-        f"({args.warmup} of warm-up), seed {args.seed}; search part {len(search)} episodes "
+        f"({args.warmup} of warm-up), seed {args.seed}, maximising `{args.score}` (compress "
+        f"`--score`); search part {len(search)} episodes "
         f"scored on the search part, test part {len(test_part)} samples",
         f"- correlation of search and test score over all candidates: "
         f"{np.corrcoef(search, test)[0, 1]:.3f}",
@@ -135,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        scorers[1]))
     name = "selection" if args.model.endswith(".onnx") else \
         "selection_" + re.sub(r"[^A-Za-z0-9_.@-]+", "_", args.model)
+    if args.score != "auto":
+        name += "_" + re.sub(r"[^A-Za-z0-9]+", "_", args.score)
     out = write_report(name, "Does the best search candidate generalise?", env,
                        sections, time.perf_counter() - t0)
     print(out.read_text())
@@ -157,6 +164,8 @@ def _rules_section(eps: Sequence[dict], best: int, search: np.ndarray, held: np.
     how it scores on the held-out set."""
     cos = np.array([float((r.get("extra") or {}).get("mean_cosine", float("nan")))
                     for r in eps])
+    agree = np.array([float((r.get("extra") or {}).get("top1_agreement", float("nan")))
+                      for r in eps])
     rules = {
         "reward alone (first maximum)": int(np.argmax([r["reward"] for r in eps])),
         "reward, then closeness (compress)": best,
@@ -166,11 +175,15 @@ def _rules_section(eps: Sequence[dict], best: int, search: np.ndarray, held: np.
             for rule, i in rules.items()]
     uni_held = held_scorer(uni.policy).score
     ok = np.isfinite(cos)
+    blend = 0.5 * (agree + cos)  # compress --score agreement+cosine, without labels
+    both = np.isfinite(blend)
+    blend_corr = (f", search-part agreement+cosine "
+                  f"{np.corrcoef(blend[both], held[both])[0, 1]:.3f}" if both.any() else "")
     return (
         f"## Selection rules on a held-out set ({held_set.source})\n\n"
         f"- correlation with the held-out score over all {len(eps)} candidates: search-part "
         f"score {np.corrcoef(search, held)[0, 1]:.3f}, search-part mean cosine "
-        f"{np.corrcoef(cos[ok], held[ok])[0, 1]:.3f}\n"
+        f"{np.corrcoef(cos[ok], held[ok])[0, 1]:.3f}{blend_corr}\n"
         f"- best held-out score of any candidate {held.max():.4f}; mean {held.mean():.4f}; "
         f"uniform pruning {uni_held:.4f}\n\n"
         + md_table(["rule", "episode", "search-part score", "search-part mean cosine",
