@@ -122,7 +122,8 @@ def _run(path: Path, calib: Path, kind: str, budget: float, search: str, seed: i
     try:
         return compress(str(path), calib=calib, search=search, episodes=args.episodes,
                         warmup=args.warmup, seed=seed, reconstruct=recon, input_shapes=shapes,
-                        round_to=ROUND_TO[kind], score=args.score, **kw)
+                        round_to=ROUND_TO[kind], score=args.score, fill=args.fill,
+                        **kw)
     except InputError as exc:
         m = _FLOOR.search(str(exc))
         if "infeasible" in str(exc) and m:
@@ -280,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--score", default="auto", choices=SEARCH_SCORES,
                     help="what every search maximises (compress --score); results are scored "
                          "as the report says whatever it is")
+    ap.add_argument("--fill", action="store_true",
+                    help="compress --fill-budget for every search (uniform already spends it)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     env = environment()
@@ -335,7 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "that are not multiples of 8 run slowly here). Runs before 2026-11-30 rounded DDPG, "
         "random and greedy to 8 but uniform to 1 under MACs budgets\n"
         f"- what the searches maximise on the search part: `{args.score}` (compress `--score`; "
-        "`auto`: top-1 with labels, else top-1 agreement)\n"
+        "`auto`: top-1 with labels, else top-1 agreement)"
+        + ("; every finished episode's ratios are scaled up by one factor until the budget is "
+           "spent (`--fill-budget`)" if args.fill else "") + "\n"
         "- score: digits models, top-1 on held-out test digits (calibration digits split into "
         "reconstruction (360), search (180) and test (179) parts); packaged models, top-1 "
         "agreement with the original on "

@@ -475,6 +475,9 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
               "cosine; agreement+cosine: without labels, their mean (continuous where agreement "
               "on few samples ties); cosine: mean cosine of all outputs. Gates and the report "
               "use auto's metric whatever is searched.")
+@click.option("--fill-budget", "fill", is_flag=True, help="Scale every candidate's keep ratios "
+              "up by one factor until the budget is spent (the action wall alone only forbids "
+              "going over it; a short search often ends under budget).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ONNX Runtime threads.")
@@ -494,7 +497,7 @@ def compress(model: str, out: str, calib: str, flops: float | None, params: floa
              workers: int | None, ray_address: str | None, batch: int | None,
              profile_time: float,
              episodes: int | None, warmup: int | None, search: str, reconstruct: bool,
-             score_kind: str, seed: int, threads: int, round_to: int, progress: bool | None,
+             score_kind: str, fill: bool, seed: int, threads: int, round_to: int, progress: bool | None,
              resume: str | None,
              input_shape: tuple[str, ...], calib_size, image_size, resize_shorter, scale, mean,
              std, bgr, layout, max_accuracy_drop, min_speedup, max_size, report_dir) -> None:
@@ -526,7 +529,7 @@ def compress(model: str, out: str, calib: str, flops: float | None, params: floa
                   image_options=_image_options(image_size, resize_shorter, scale, mean, std,
                                                bgr, layout),
                   input_shapes=_parse_shapes(input_shape), round_to=round_to, progress=show,
-                  log_path=log_path, score=score_kind)
+                  log_path=log_path, score=score_kind, fill=fill)
     except BaseException:
         if moved is not None and not log_path.exists():
             os.replace(moved, log_path)

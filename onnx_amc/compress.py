@@ -168,6 +168,7 @@ def compress(
     ddpg: Mapping[str, Any] | None = None,
     confirm: int = 3,
     score: str = "auto",
+    fill: bool = False,
 ) -> CompressionResult:
     """Search per-group keep ratios under a MACs (``flops``) or ``params`` budget (the fraction
     to keep) and return the best candidate. Ctrl-C (KeyboardInterrupt) stops the search and
@@ -188,7 +189,11 @@ def compress(
     (:mod:`onnx_amc.search.confirm`); 0 keeps the search's choice.
 
     ``score`` is what the search maximises (:data:`onnx_amc.metrics.SEARCH_SCORES`); the
-    result is reported in :attr:`~onnx_amc.metrics.Metrics.score` whatever it is."""
+    result is reported in :attr:`~onnx_amc.metrics.Metrics.score` whatever it is.
+
+    ``fill`` scales every finished episode's keep ratios up by one factor until the budget is
+    spent before it is evaluated (:func:`onnx_amc.search.budget.fill_budget`); the wall alone
+    only forbids going over."""
     from .api import load_calib
     from .data import CalibrationSet, split_calibration
     from .evaluate import Evaluator
@@ -271,7 +276,7 @@ def compress(
 
     try:
         env = PruningEnv(space, budget, evaluate_policy, reward=reward,
-                         latency_target_ms=latency_target_ms)
+                         latency_target_ms=latency_target_ms, fill=fill)
     except ValueError as exc:  # infeasible budget: below what lbound allows
         raise InputError(str(exc)) from None
     settings = {"budget_kind": kind, "budget_keep": keep, "search": search, "seed": seed,
@@ -286,6 +291,8 @@ def compress(
         settings["ddpg"] = dict(ddpg)
     if score != "auto":  # a cached score of another kind must not be resumed
         settings["score"] = score
+    if fill:  # the same actions give other candidates
+        settings["fill"] = True
     if resume is not None:
         env.cache.update(_load_resume(resume, settings))
 

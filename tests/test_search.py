@@ -26,6 +26,7 @@ from onnx_amc.search import (
     callable_budget,
     check_feasible,
     clamp_to_budget,
+    fill_budget,
     get_reward,
     macs_budget,
     make_budget,
@@ -207,6 +208,59 @@ def test_wall_with_round_to_1_is_tight(chain_space):
     for _ in range(space.num_groups):
         chosen.append(clamp_to_budget(budget, space, chosen, 1.0))
     assert 0.49 < budget_use(budget, space, chosen) <= 0.5
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.5, 0.8])
+@pytest.mark.parametrize("round_to", [1, 8])
+def test_fill_spends_the_budget(keep, round_to, chain_space):
+    space = build_space(chain_space.analysis, round_to=round_to)
+    budget = macs_budget(space, keep)
+    rng = np.random.default_rng(0)
+    n = space.num_groups
+    for episode in range(10):
+        chosen: list[float] = []
+        for _ in range(n):  # actions through the wall: usually under budget
+            a = space.lbound if episode == 0 else float(rng.uniform(space.lbound, 1.0))
+            chosen.append(clamp_to_budget(budget, space, chosen, a))
+        filled = fill_budget(budget, space, chosen)
+        before, after = budget_use(budget, space, chosen), budget_use(budget, space, filled)
+        assert before <= after <= keep  # never over, never less
+        assert all(b >= a for a, b in zip(chosen, filled, strict=True))
+        # Spent: no group can take its next achievable count without going over.
+        counts = space.keep_counts(filled)
+        for t, size in enumerate(space.sizes):
+            more = [k for k in space.options(t) if counts[t] < k <= space.rbound * size]
+            if more:
+                bigger = [*filled[:t], more[0] / size, *filled[t + 1:]]
+                assert budget_use(budget, space, bigger) > keep, (episode, t)
+    full = [space.rbound] * n
+    assert fill_budget(make_budget(space, "macs", 1.0), space, [0.5] * n) == full
+    over = [1.0] * n  # only possible from outside the wall: returned as is
+    assert fill_budget(budget, space, over) == over
+
+
+def test_fill_keeps_the_agents_relative_choices_where_one_factor_spends_it(chain_space):
+    space = build_space(chain_space.analysis, round_to=1)
+    budget = macs_budget(space, 0.5)
+    chosen = [0.2, 0.4, 0.3, 0.2, 0.25, 0.3][:space.num_groups]
+    filled = fill_budget(budget, space, chosen)
+    f = np.array(filled) / np.array(chosen)
+    assert f.min() > 1.3 and np.median(f) == pytest.approx(f.min(), rel=0.05)
+
+
+def test_env_fill_evaluates_the_filled_policy_and_logs_the_agents_own(chain_space):
+    fake = weighted_keep(chain_space)
+    budget = macs_budget(chain_space, 0.5)
+    env = PruningEnv(chain_space, budget, fake, fill=True)
+    env.reset()
+    for _ in range(chain_space.num_groups):  # every action at lbound: far under budget
+        *_, done, _, info = env.step(np.array([-1.0], np.float32))
+    rec = info["result"]
+    assert done and rec["chosen"] == [chain_space.lbound] * chain_space.num_groups
+    assert rec["budget_use"] > 0.4 and rec["budget_use"] <= 0.5
+    assert chain_space.ratios_of(fake.calls[0]) == pytest.approx(
+        chain_space.ratios_of(rec["policy"]))
+    assert env.clone().fill
 
 
 def test_infeasible_and_invalid_budgets_raise(chain_space):

@@ -29,6 +29,7 @@ __all__ = [
     "callable_budget",
     "check_feasible",
     "clamp_to_budget",
+    "fill_budget",
     "macs_budget",
     "make_budget",
     "params_budget",
@@ -173,3 +174,53 @@ def clamp_to_budget(
         else:
             hi = mid - 1
     return max(lb, options[lo] / size)
+
+
+def fill_budget(budget: Budget, space: LayerSpace, ratios: Sequence[float],
+                *, iterations: int = 30) -> list[float]:
+    """``ratios`` raised until the budget is spent: first all by one factor ``s >= 1`` (each
+    capped at ``rbound``), the largest whose rounded policy still fits; then, in decision
+    order, each group to its largest achievable keep count that still fits.
+
+    Why: the wall only forbids going over the budget.  An agent that has not yet learned to
+    spend it (AMC ran 400 episodes; a CPU search runs tens) ends under budget, and under a
+    hard budget a lighter candidate is a less accurate one for nothing.  The common factor
+    keeps the relative keep ratios the agent chose; the second pass spends what the factor's
+    rounding steps leave (with equal ratios every group crosses a rounding step at the same
+    factor).  Ratios that already miss the budget come back unchanged (the wall guarantees
+    they do not).
+    """
+    chosen = [float(r) for r in ratios]
+    if not chosen or not budget.fits(_cost(budget, space, chosen)):
+        return chosen
+    top = space.rbound
+
+    def scaled(f: float) -> list[float]:
+        return [min(top, r * f) for r in chosen]
+
+    hi = top / max(min(chosen), 1e-12)  # every ratio at rbound
+    lo = 1.0  # fits
+    if budget.fits(_cost(budget, space, scaled(hi))):
+        lo = hi
+    else:
+        for _ in range(iterations):
+            mid = (lo + hi) / 2
+            if budget.fits(_cost(budget, space, scaled(mid))):
+                lo = mid
+            else:
+                hi = mid
+    out = scaled(lo)
+    counts = space.keep_counts(out)
+    for t, size in enumerate(space.sizes):
+        options = [k for k in space.options(t) if counts[t] < k <= top * size]
+        # options ascend and the cost is monotone: bisect for the last one that fits
+        a, b = -1, len(options) - 1  # options[a] fits (a = -1: the current count)
+        while a < b:
+            mid = (a + b + 1) // 2
+            if budget.fits(_cost(budget, space, [*out[:t], options[mid] / size, *out[t + 1:]])):
+                a = mid
+            else:
+                b = mid - 1
+        if a >= 0:
+            out[t] = options[a] / size
+    return out

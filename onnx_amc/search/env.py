@@ -27,7 +27,7 @@ from gymnasium import spaces
 
 from graph_ops import apply
 
-from .budget import Budget, check_feasible, clamp_to_budget
+from .budget import Budget, check_feasible, clamp_to_budget, fill_budget
 from .rewards import RewardFn, RewardInput, get_reward
 from .space import LayerSpace
 
@@ -95,6 +95,9 @@ class PruningEnv(gym.Env):
         evaluate: scores a rounded policy.
         reward: a name in :data:`~.rewards.REWARDS` or a reward function.
         latency_target_ms: for latency rewards.
+        fill: scale each finished episode's ratios up by one factor until the budget is spent
+            (:func:`~.budget.fill_budget`) before it is evaluated; the agent's own ratios are
+            kept in the record as ``chosen``.
 
     ``info`` of the last step carries ``"result"``: a JSON-able dict with the policy, ratios,
     keep counts, score, reward, MACs, params, budget use, latency and whether it was cached.
@@ -110,6 +113,7 @@ class PruningEnv(gym.Env):
         *,
         reward: str | RewardFn = "acc",
         latency_target_ms: float | None = None,
+        fill: bool = False,
     ) -> None:
         super().__init__()
         check_feasible(budget, space)
@@ -118,12 +122,14 @@ class PruningEnv(gym.Env):
         self.evaluate = evaluate
         self.reward_fn = get_reward(reward)
         self.latency_target_ms = latency_target_ms
+        self.fill = fill
         self.observation_space = spaces.Box(0.0, 1.0, (space.num_features,), np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
         self.cache: dict[tuple[int, ...], dict[str, Any]] = {}
         self.evaluations = 0
         self.cache_hits = 0
         self._chosen: list[float] = []
+        self._final: list[float] | None = None  # the episode's ratios after fill, once over
 
     def to_ratio(self, action: float) -> float:
         """[-1, 1] -> [lbound, rbound], linearly (AMC's actor outputs [0, 1] with a sigmoid)."""
@@ -133,6 +139,7 @@ class PruningEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         self._chosen = []
+        self._final = None
         return self.space.observation(0, self._chosen), {}
 
     def step(self, action):
@@ -164,13 +171,29 @@ class PruningEnv(gym.Env):
         wanted = self.to_ratio(float(np.asarray(action).reshape(-1)[0]))
         ratio = clamp_to_budget(self.budget, self.space, self._chosen, wanted)
         self._chosen.append(ratio)
+        self._final = None
         return {"ratio": ratio, "wanted": wanted}
+
+    def final_ratios(self) -> list[float]:
+        """The finished episode's ratios as evaluated: the agent's, filled if ``fill``."""
+        if not self.episode_over:
+            raise RuntimeError("the episode is not finished")
+        if self._final is None:
+            self._final = (fill_budget(self.budget, self.space, self._chosen) if self.fill
+                           else list(self._chosen))
+        return self._final
 
     def candidate(self) -> tuple[tuple[int, ...], dict[str, float]]:
         """The finished episode's keep counts (the cache key) and rounded policy."""
-        if not self.episode_over:
-            raise RuntimeError("the episode is not finished")
-        return self.space.keep_counts(self._chosen), self.space.policy(self._chosen)
+        ratios = self.final_ratios()
+        return self.space.keep_counts(ratios), self.space.policy(ratios)
+
+    def _ratios_info(self) -> dict[str, Any]:
+        final = self.final_ratios()
+        info: dict[str, Any] = {"ratios": list(final)}
+        if final != self._chosen:
+            info["chosen"] = list(self._chosen)
+        return info
 
     def finish(self, ev: EvalResult | None = None, seconds: float = 0.0) -> dict[str, Any]:
         """The finished episode's result: from the cache if its keep counts were seen, else
@@ -179,13 +202,13 @@ class PruningEnv(gym.Env):
         hit = self.cache.get(key)
         if hit is not None:
             self.cache_hits += 1
-            return {**hit, "ratios": list(self._chosen), "cached": True, "eval_seconds": 0.0}
+            return {**hit, **self._ratios_info(), "cached": True, "eval_seconds": 0.0}
         if ev is None:
             t0 = time.perf_counter()
             ev = self.evaluate(policy)
             seconds = time.perf_counter() - t0
         self.evaluations += 1
-        counts = self.space.counts_of(self._chosen)
+        counts = self.space.counts_of(self.final_ratios())
         use = self.budget.cost(policy) / self.budget.original
         reward = self.reward_fn(RewardInput(
             score=ev.score,
@@ -209,7 +232,7 @@ class PruningEnv(gym.Env):
         self.cache[key] = result
         logger.debug("evaluated %s: score %.4f reward %.4f budget use %.4f",
                      key, ev.score, reward, use)
-        return {**result, "ratios": list(self._chosen), "cached": False, "eval_seconds": seconds}
+        return {**result, **self._ratios_info(), "cached": False, "eval_seconds": seconds}
 
     def conclude(self, info: dict[str, Any], result: dict[str, Any]):
         """The Gymnasium 5-tuple of the final step, given its ``info`` and ``result``."""
@@ -219,7 +242,7 @@ class PruningEnv(gym.Env):
         """Another env over the same space, budget, evaluator and reward that shares this one's
         evaluation cache (its own episode state and counters): one of a batch's K copies."""
         other = PruningEnv(self.space, self.budget, self.evaluate, reward=self.reward_fn,
-                           latency_target_ms=self.latency_target_ms)
+                           latency_target_ms=self.latency_target_ms, fill=self.fill)
         other.cache = self.cache
         return other
 
