@@ -281,8 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--score", default="auto", choices=SEARCH_SCORES,
                     help="what every search maximises (compress --score); results are scored "
                          "as the report says whatever it is")
-    ap.add_argument("--fill", action="store_true",
-                    help="compress --fill-budget for every search (uniform already spends it)")
+    ap.add_argument("--fill", action=argparse.BooleanOptionalAction, default=True,
+                    help="compress --fill-budget (the default) or --no-fill-budget for every "
+                         "search")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     env = environment()
@@ -339,8 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "random and greedy to 8 but uniform to 1 under MACs budgets\n"
         f"- what the searches maximise on the search part: `{args.score}` (compress `--score`; "
         "`auto`: top-1 with labels, else top-1 agreement)"
-        + ("; every finished episode's ratios are scaled up by one factor until the budget is "
-           "spent (`--fill-budget`)" if args.fill else "") + "\n"
+        + ("; every finished episode's ratios are raised until the budget is spent "
+           "(`--fill-budget`)" if args.fill else "; the action wall alone, as in the official "
+           "code (`--no-fill-budget`): candidates may end under budget") + "\n"
         "- score: digits models, top-1 on held-out test digits (calibration digits split into "
         "reconstruction (360), search (180) and test (179) parts); packaged models, top-1 "
         "agreement with the original on "

@@ -475,9 +475,11 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
               "cosine; agreement+cosine: without labels, their mean (continuous where agreement "
               "on few samples ties); cosine: mean cosine of all outputs. Gates and the report "
               "use auto's metric whatever is searched.")
-@click.option("--fill-budget", "fill", is_flag=True, help="Scale every candidate's keep ratios "
-              "up by one factor until the budget is spent (the action wall alone only forbids "
-              "going over it; a short search often ends under budget).")
+@click.option("--fill-budget/--no-fill-budget", "fill", default=True, show_default=True,
+              help="Raise every candidate's keep ratios until the budget is spent before it is "
+              "scored (one common factor, then what rounding left). --no-fill-budget: the "
+              "official AMC code's action wall alone, which only forbids going over; a short "
+              "search then often ends under budget.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ONNX Runtime threads.")
@@ -497,8 +499,8 @@ def compress(model: str, out: str, calib: str, flops: float | None, params: floa
              workers: int | None, ray_address: str | None, batch: int | None,
              profile_time: float,
              episodes: int | None, warmup: int | None, search: str, reconstruct: bool,
-             score_kind: str, fill: bool, seed: int, threads: int, round_to: int, progress: bool | None,
-             resume: str | None,
+             score_kind: str, fill: bool, seed: int, threads: int, round_to: int,
+             progress: bool | None, resume: str | None,
              input_shape: tuple[str, ...], calib_size, image_size, resize_shorter, scale, mean,
              std, bgr, layout, max_accuracy_drop, min_speedup, max_size, report_dir) -> None:
     """Search per-layer keep ratios with AMC under a budget and write the best model. With

@@ -168,7 +168,7 @@ def compress(
     ddpg: Mapping[str, Any] | None = None,
     confirm: int = 3,
     score: str = "auto",
-    fill: bool = False,
+    fill: bool = True,
 ) -> CompressionResult:
     """Search per-group keep ratios under a MACs (``flops``) or ``params`` budget (the fraction
     to keep) and return the best candidate. Ctrl-C (KeyboardInterrupt) stops the search and
@@ -191,9 +191,9 @@ def compress(
     ``score`` is what the search maximises (:data:`onnx_amc.metrics.SEARCH_SCORES`); the
     result is reported in :attr:`~onnx_amc.metrics.Metrics.score` whatever it is.
 
-    ``fill`` scales every finished episode's keep ratios up by one factor until the budget is
-    spent before it is evaluated (:func:`onnx_amc.search.budget.fill_budget`); the wall alone
-    only forbids going over."""
+    ``fill`` (default) raises every finished episode's keep ratios until the budget is spent
+    before the candidate is evaluated (:func:`onnx_amc.search.budget.fill_budget`); the wall
+    alone, as in the official code (``fill=False``), only forbids going over."""
     from .api import load_calib
     from .data import CalibrationSet, split_calibration
     from .evaluate import Evaluator
@@ -291,8 +291,7 @@ def compress(
         settings["ddpg"] = dict(ddpg)
     if score != "auto":  # a cached score of another kind must not be resumed
         settings["score"] = score
-    if fill:  # the same actions give other candidates
-        settings["fill"] = True
+    settings["fill"] = fill  # the same actions give other candidates
     if resume is not None:
         env.cache.update(_load_resume(resume, settings))
 

@@ -254,14 +254,14 @@ def test_score_option_is_what_the_search_maximises_and_is_kept_apart_for_resume(
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_fill_budget_spends_more_of_the_budget_and_is_kept_apart_for_resume(tmp_path):
+def test_fill_budget_is_the_default_spends_more_and_is_kept_apart_for_resume(tmp_path):
     from onnx_amc.compress import compress
     from onnx_amc.errors import InputError
 
     kw = dict(calib=CALIB, flops=0.5, episodes=4, warmup=4, measure_latency=False)
-    plain = compress(MODEL, **kw)
+    plain = compress(MODEL, fill=False, **kw)
     log = tmp_path / "f.jsonl"
-    filled = compress(MODEL, fill=True, log_path=log, **kw)
+    filled = compress(MODEL, log_path=log, **kw)
     assert json.loads(log.read_text().splitlines()[0])["settings"]["fill"] is True
     # The same seed draws the same warm-up actions; filled, each candidate spends at least as
     # much of the budget, and never more than all of it.
@@ -270,6 +270,6 @@ def test_fill_budget_spends_more_of_the_budget_and_is_kept_apart_for_resume(tmp_
         assert f.get("chosen", f["ratios"]) == pytest.approx(p["ratios"])
     assert any("chosen" in f for f in filled.records)
     with pytest.raises(InputError, match="other settings"):
-        compress(MODEL, resume=log, **kw)
+        compress(MODEL, resume=log, fill=False, **kw)
     r = _run("compress", "--help")
-    assert "--fill-budget" in r.stdout
+    assert "--no-fill-budget" in r.stdout
