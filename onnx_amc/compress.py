@@ -536,9 +536,13 @@ def _load_resume(path: str | os.PathLike[str], settings: dict[str, Any]
         raise InputError(f"--resume {p}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raise InputError(f"--resume {p}: not an onnx-amc search log") from None
-    if not isinstance(first, dict) or first.get("settings") != settings:
+    logged = first.get("settings") if isinstance(first, dict) else None
+    if isinstance(logged, dict) and "fill" not in logged:
+        logged = {**logged, "fill": False}  # logs written before budget filling existed
+    if logged != settings:
         raise InputError(f"--resume {p}: the log belongs to a search with other settings "
-                         "(model groups, budget, search, seed, reconstruct or round-to)")
+                         "(model groups, budget, search, seed, reconstruct, round-to, score "
+                         "or budget filling)")
     keys = ("policy", "keep_counts", "score", "reward", "macs", "params", "budget_kind",
             "budget_use", "latency_ms", "extra")
     cache: dict[tuple[int, ...], dict[str, Any]] = {}

@@ -271,5 +271,14 @@ def test_fill_budget_is_the_default_spends_more_and_is_kept_apart_for_resume(tmp
     assert any("chosen" in f for f in filled.records)
     with pytest.raises(InputError, match="other settings"):
         compress(MODEL, resume=log, fill=False, **kw)
+    # A log of an earlier version (no "fill" in its settings) searched without filling.
+    lines = log.read_text().splitlines()
+    head = json.loads(lines[0])
+    del head["settings"]["fill"]
+    old = tmp_path / "old.jsonl"
+    old.write_text("\n".join([json.dumps(head), *lines[1:]]) + "\n")
+    with pytest.raises(InputError, match="other settings"):
+        compress(MODEL, resume=old, **kw)
+    assert compress(MODEL, resume=old, fill=False, **kw).episodes_run == 4
     r = _run("compress", "--help")
     assert "--no-fill-budget" in r.stdout
