@@ -162,18 +162,24 @@ def clamp_to_budget(
         return float(action)
     size = space.sizes[t]
     want = space.keep_counts([*([1.0] * t), action])[t]
-    options = [k for k in space.options(t) if k < want]
-    # options[0] is the count at lbound; find the last option that fits (cost is monotone).
-    if not options or not fits(options[0] / size):
-        return float(lb)
+    options = [k for k in space.options(t) if k < want]  # options[0]: the count at lbound
+    i = _last_fitting(options, lambda k: fits(k / size))
+    return float(lb) if i is None else max(lb, options[i] / size)
+
+
+def _last_fitting(options: Sequence[int], fits: Callable[[int], bool]) -> int | None:
+    """Index of the last of the ascending ``options`` that fits, by bisection (the cost is
+    monotone in a group's keep count); None when not even the first fits."""
+    if not options or not fits(options[0]):
+        return None
     lo, hi = 0, len(options) - 1  # options[lo] fits
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if fits(options[mid] / size):
+        if fits(options[mid]):
             lo = mid
         else:
             hi = mid - 1
-    return max(lb, options[lo] / size)
+    return lo
 
 
 def fill_budget(budget: Budget, space: LayerSpace, ratios: Sequence[float],
@@ -213,14 +219,11 @@ def fill_budget(budget: Budget, space: LayerSpace, ratios: Sequence[float],
     counts = space.keep_counts(out)
     for t, size in enumerate(space.sizes):
         options = [k for k in space.options(t) if counts[t] < k <= top * size]
-        # options ascend and the cost is monotone: bisect for the last one that fits
-        a, b = -1, len(options) - 1  # options[a] fits (a = -1: the current count)
-        while a < b:
-            mid = (a + b + 1) // 2
-            if budget.fits(_cost(budget, space, [*out[:t], options[mid] / size, *out[t + 1:]])):
-                a = mid
-            else:
-                b = mid - 1
-        if a >= 0:
-            out[t] = options[a] / size
+
+        def fits(k: int, t: int = t, size: int = size) -> bool:
+            return budget.fits(_cost(budget, space, [*out[:t], k / size, *out[t + 1:]]))
+
+        i = _last_fitting(options, fits)
+        if i is not None:
+            out[t] = options[i] / size
     return out

@@ -95,9 +95,10 @@ class PruningEnv(gym.Env):
         evaluate: scores a rounded policy.
         reward: a name in :data:`~.rewards.REWARDS` or a reward function.
         latency_target_ms: for latency rewards.
-        fill: scale each finished episode's ratios up by one factor until the budget is spent
+        fill: raise each finished episode's ratios until the budget is spent
             (:func:`~.budget.fill_budget`) before it is evaluated; the agent's own ratios are
-            kept in the record as ``chosen``.
+            kept in the record as ``chosen``.  Off here (the official wall alone);
+            :func:`onnx_amc.compress.compress` turns it on by default.
 
     ``info`` of the last step carries ``"result"``: a JSON-able dict with the policy, ratios,
     keep counts, score, reward, MACs, params, budget use, latency and whether it was cached.
