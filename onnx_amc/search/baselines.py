@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .agent import SearchCallback, SearchResult
-from .budget import Budget, budget_use, check_feasible
+from .budget import Budget, budget_use, check_feasible, largest_fitting
 from .env import BatchEvaluator, PruningEnv, finish_batch, sequential
 from .space import LayerSpace
 
@@ -42,20 +42,8 @@ def uniform_ratio(space: LayerSpace, budget: Budget, *, iterations: int = 40) ->
     """
     check_feasible(budget, space)
     n = space.num_groups
-
-    def fits(r: float) -> bool:
-        return _fits(budget, space, [r] * n)
-
-    if fits(space.rbound):
-        return float(space.rbound)
-    lo, hi = space.lbound, space.rbound  # fits(lo), not fits(hi)
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid
-    return float(lo)
+    return float(largest_fitting(space.lbound, space.rbound,
+                                 lambda r: _fits(budget, space, [r] * n), iterations))
 
 
 def _run(env: PruningEnv, ratios: list[float]) -> dict[str, Any]:

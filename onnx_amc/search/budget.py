@@ -30,6 +30,7 @@ __all__ = [
     "check_feasible",
     "clamp_to_budget",
     "fill_budget",
+    "largest_fitting",
     "macs_budget",
     "make_budget",
     "params_budget",
@@ -182,6 +183,22 @@ def _last_fitting(options: Sequence[int], fits: Callable[[int], bool]) -> int | 
     return lo
 
 
+def largest_fitting(lo: float, hi: float, fits: Callable[[float], bool],
+                    iterations: int) -> float:
+    """The largest ``x`` in ``[lo, hi]`` with ``fits(x)``, by bisection, for a ``fits`` that
+    holds at ``lo`` and, once false, stays false (rounding makes costs step functions, so the
+    answer is exact only to ``(hi - lo) / 2**iterations``)."""
+    if fits(hi):
+        return hi
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def fill_budget(budget: Budget, space: LayerSpace, ratios: Sequence[float],
                 *, iterations: int = 30) -> list[float]:
     """``ratios`` raised until the budget is spent: first all by one factor ``s >= 1`` (each
@@ -204,18 +221,10 @@ def fill_budget(budget: Budget, space: LayerSpace, ratios: Sequence[float],
     def scaled(f: float) -> list[float]:
         return [min(top, r * f) for r in chosen]
 
-    hi = top / max(min(chosen), 1e-12)  # every ratio at rbound
-    lo = 1.0  # fits
-    if budget.fits(_cost(budget, space, scaled(hi))):
-        lo = hi
-    else:
-        for _ in range(iterations):
-            mid = (lo + hi) / 2
-            if budget.fits(_cost(budget, space, scaled(mid))):
-                lo = mid
-            else:
-                hi = mid
-    out = scaled(lo)
+    # factor 1 fits; at top / min(chosen) every ratio is at rbound
+    out = scaled(largest_fitting(1.0, top / max(min(chosen), 1e-12),
+                                 lambda f: budget.fits(_cost(budget, space, scaled(f))),
+                                 iterations))
     counts = space.keep_counts(out)
     for t, size in enumerate(space.sizes):
         options = [k for k in space.options(t) if counts[t] < k <= top * size]
