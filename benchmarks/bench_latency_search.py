@@ -23,7 +23,11 @@ also gets a *uniform frontier*: ``--flops F --search uniform`` (rounded to 8) fo
 (``--frontier``), each scored on the extra test set and measured interleaved with the original.
 For each search, the table reports the fastest frontier point at least as accurate as the
 search's result (mean over seeds, and per seed): the search wins against uniform when it is
-faster than that point.  The issue's words also read more simply, at the same nominal budget:
+faster than that point.  The FLOPs-budgeted search gets the same treatment when
+``--flops-frontier`` names a grid: ``--flops F`` (DDPG, same seed) for each F, measured with
+that seed's results, and each latency search is compared with the fastest of them at least as
+accurate (``flops_frontier_verdict``).  The issue's words also read more simply, at the same
+nominal budget:
 ``--latency R`` against what ``--flops R`` and ``--flops R --search uniform`` give a user; that
 comparison is reported too, seed by seed (``nominal_verdict``).
 
@@ -79,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--profile-time", type=float, default=120.0)
     ap.add_argument("--frontier", default="0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.6,0.7,0.8",
                     help="MACs fractions of the uniform frontier (comma-separated; '' = none)")
+    ap.add_argument("--flops-frontier", default="",
+                    help="comma-separated F for a FLOPs-DDPG frontier per seed (--flops F, "
+                         "same seed as the latency searches); empty = off (each F costs one "
+                         "search per seed)")
     ap.add_argument("--test-size", type=int, default=512,
                     help="zoo/packaged models: extra held-out photo crops (another seed) "
                     "scoring every result once more (digits:ARCH@SIZE models use the held-out "
@@ -87,7 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     env = environment()
     rows, detail, frontier_rows, verdict_rows, nominal_rows = [], [], [], [], []
+    fl_rows, fl_verdict = [], []
     grid = [float(f) for f in args.frontier.split(",") if f.strip()]
+    fl_grid = [float(f) for f in args.flops_frontier.split(",") if f.strip()]
     methods = ("latency (host, measured)", "latency (profile, predicted)", "flops (DDPG)",
                "flops (uniform)", "latency (uniform)", "flops (DDPG) at the host result's MACs")
     deterministic = (methods[3], methods[4])  # one run per model, reused for every seed
@@ -114,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         macs: dict[str, list[float]] = {m: [] for m in methods}
         base_acc = None
         results: dict = {}
+        fl_front: list[list[tuple]] = []  # per seed: (F, latency, top-1, extra, MACs)
         for seed in range(args.seeds):
             common = dict(calib=calib, reconstruct=True, seed=seed, episodes=args.episodes,
                           warmup=args.warmup, measure_latency=False)
@@ -141,14 +152,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results[m] = compress(str(path), **common, **kw)
                 log(f"{name} seed {seed} {m} {kw}: score "
                     f"{results[m].metrics_after.score:.4f}, {time.perf_counter() - t:.0f} s")
+            fl_results = []
+            for f in fl_grid:
+                if abs(f - args.keep) < 1e-9:
+                    fl_results.append((f, results[methods[2]]))
+                    continue
+                t = time.perf_counter()
+                fl_results.append((f, compress(str(path), **common, flops=f)))
+                log(f"{name} seed {seed} FLOPs frontier F {f:g}: score "
+                    f"{fl_results[-1][1].metrics_after.score:.4f}, "
+                    f"{time.perf_counter() - t:.0f} s")
             res0 = results[methods[2]]
             base_acc = res0.metrics_before.score
             one = first_sample(calib)
             models = [original] + [results[m].model for m in methods]
+            models += [r.model for _, r in fl_results]
             stats = measure_interleaved(models, one, threads=1, min_time_s=2.0,
                                         time_cap_s=30.0)
             base_ms = stats[0].median_ms
-            for m, st in zip(methods, stats[1:], strict=True):
+            fl_front.append([])
+            for (f, r), st in zip(fl_results, stats[1 + len(methods):], strict=True):
+                ax = extra.evaluate(r.model).score if extra is not None else None
+                fl_front[-1].append((f, st.median_ms / base_ms, r.metrics_after.score, ax,
+                                     r.macs_after / r.macs_before))
+                fl_rows.append([name, seed, f"{f:g}", f"{r.macs_after / r.macs_before:.3f}",
+                                f"{st.median_ms / base_ms:.3f}", f"{r.metrics_after.score:.4f}",
+                                "" if ax is None else f"{ax:.4f}"])
+            for m, st in zip(methods, stats[1:1 + len(methods)], strict=True):
                 r = results[m]
                 lat_ratio[m].append(st.median_ms / base_ms)
                 acc[m].append(r.metrics_after.score)
@@ -186,6 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{wins}/{len(accs)}"])
             nominal_rows += nominal_verdict(name, front, args.keep, lat_ratio,
                                             acc_x if use_x else acc, methods)
+        if fl_grid:
+            fl_verdict += flops_frontier_verdict(name, fl_front, lat_ratio,
+                                                 acc_x if extra is not None else acc,
+                                                 extra is not None, methods)
         for m in methods:
             rows.append([name, m, f"{base_acc:.4f}", _mean_sd(acc[m]),
                          _mean_sd(acc_x[m]) if acc_x[m] else "",
@@ -230,6 +264,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "fastest uniform at >= accuracy: latency (F, accuracy)",
                         "search faster (means)", "seeds faster"], verdict_rows),
         ]
+    if fl_rows:
+        sections += [
+            "## FLOPs-search frontier\n\n"
+            "`--flops F` (DDPG, the same seed, episodes and reconstruction as the searches "
+            "above) for each F; latency measured in the same interleaved run as that seed's "
+            "searches\n\n"
+            + md_table(["model", "seed", "F", "MACs (fraction)", "measured latency (fraction)",
+                        "top-1", "extra test top-1"], fl_rows),
+            "## Against the FLOPs search at equal or better accuracy\n\n"
+            "Per seed: the fastest FLOPs-search result of that seed (frontier above) whose "
+            "accuracy (extra test top-1 where there is an extra test) is at least the latency "
+            "search's; the latency search wins the seed when it is faster than that result "
+            "(or when no FLOPs result is as accurate and it is faster than all of them)\n\n"
+            + md_table(["model", "search", "per seed: latency @ accuracy against the fastest "
+                        "FLOPs result as accurate (F)", "seeds faster"], fl_verdict),
+        ]
     if nominal_rows:
         sections.append(
             f"## At the same nominal budget (keep {args.keep})\n\n"
@@ -266,6 +316,27 @@ def nominal_verdict(name: str, front, keep: float, lat: dict[str, list[float]],
             n = len(faster)
             rows.append([name, m, label, f"{sum(faster)}/{n}", f"{sum(better)}/{n}",
                          f"{sum(f and b for f, b in zip(faster, better, strict=True))}/{n}"])
+    return rows
+
+
+def flops_frontier_verdict(name: str, fronts: Sequence[Sequence[tuple]],
+                           lat: dict[str, list[float]], acc: dict[str, list[float]],
+                           use_extra: bool, methods: Sequence[str]) -> list[list[str]]:
+    """Per latency search: seed by seed, against the fastest FLOPs-DDPG result of the same
+    seed at least as accurate (``fronts[seed]``, points as in :func:`uniform_frontier`)."""
+    rows = []
+    for m in methods[:2]:  # the host and the profile latency searches
+        cells, wins = [], 0
+        for front, lt, a in zip(fronts, lat[m], acc[m], strict=True):
+            u = fastest_at_least(front, a, use_extra)
+            if u is None:  # nothing as accurate: faster than every FLOPs result?
+                won = all(lt < p[1] for p in front)
+                cells.append(f"{lt:.3f} @ {a:.4f} vs none as accurate")
+            else:
+                won = lt < u[0]
+                cells.append(f"{lt:.3f} @ {a:.4f} vs {u[0]:.3f} @ {u[2]:.4f} (F {u[1]:g})")
+            wins += won
+        rows.append([name, m, "; ".join(cells), f"{wins}/{len(cells)}"])
     return rows
 
 
