@@ -354,10 +354,16 @@ def uniform_frontier(path: Path, calib: Path, original, extra, grid: Sequence[fl
     """``(F, latency fraction, top-1, extra top-1 or None, MACs fraction)`` per distinct
     uniform result, measured interleaved with the original in one run."""
 
+    from onnx_amc.errors import InputError
+
     results, seen = [], set()
     for f in grid:
-        r = compress(str(path), calib=calib, flops=f, search="uniform", round_to=8,
-                     reconstruct=True, seed=0, measure_latency=False)
+        try:
+            r = compress(str(path), calib=calib, flops=f, search="uniform", round_to=8,
+                         reconstruct=True, seed=0, measure_latency=False)
+        except InputError as exc:  # below what the lower bound allows (frozen MACs)
+            log(f"uniform frontier F {f:g}: skipped ({exc})")
+            continue
         key = round(r.macs_after / r.macs_before, 6)
         if key in seen:
             continue
