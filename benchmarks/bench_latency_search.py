@@ -54,6 +54,7 @@ from pathlib import Path
 from bench_graph_ops import REPO, environment, log, md_table, write_report
 
 from onnx_amc.compress import compress
+from onnx_amc.errors import InputError
 from onnx_amc.evaluate import Evaluator
 from onnx_amc.latency import measure_interleaved
 from onnx_amc.targets.predict import save_profile
@@ -170,14 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             stats = measure_interleaved(models, one, threads=1, min_time_s=2.0,
                                         time_cap_s=30.0)
             base_ms = stats[0].median_ms
-            fl_front.append([])
-            for (f, r), st in zip(fl_results, stats[1 + len(methods):], strict=True):
-                ax = extra.evaluate(r.model).score if extra is not None else None
-                fl_front[-1].append((f, st.median_ms / base_ms, r.metrics_after.score, ax,
-                                     r.macs_after / r.macs_before))
-                fl_rows.append([name, seed, f"{f:g}", f"{r.macs_after / r.macs_before:.3f}",
-                                f"{st.median_ms / base_ms:.3f}", f"{r.metrics_after.score:.4f}",
-                                "" if ax is None else f"{ax:.4f}"])
+            fl_front.append([frontier_point(f, r, st.median_ms / base_ms, extra)
+                             for (f, r), st in zip(fl_results, stats[1 + len(methods):],
+                                                   strict=True)])
+            fl_rows += [[name, seed, f"{f:g}", f"{mac:.3f}", f"{lat:.3f}", f"{a:.4f}",
+                         "" if ax is None else f"{ax:.4f}"]
+                        for f, lat, a, ax, mac in fl_front[-1]]
             for m, st in zip(methods, stats[1:1 + len(methods)], strict=True):
                 r = results[m]
                 lat_ratio[m].append(st.median_ms / base_ms)
@@ -351,11 +350,8 @@ def first_sample(calib: Path) -> dict:
 
 def uniform_frontier(path: Path, calib: Path, original, extra, grid: Sequence[float]
                      ) -> list[tuple[float, float, float, float | None, float]]:
-    """``(F, latency fraction, top-1, extra top-1 or None, MACs fraction)`` per distinct
-    uniform result, measured interleaved with the original in one run."""
-
-    from onnx_amc.errors import InputError
-
+    """:func:`frontier_point` per distinct uniform result, measured interleaved with the
+    original in one run."""
     results, seen = [], set()
     for f in grid:
         try:
@@ -373,12 +369,16 @@ def uniform_frontier(path: Path, calib: Path, original, extra, grid: Sequence[fl
     one = first_sample(calib)
     stats = measure_interleaved([original] + [r.model for _, r in results], one, threads=1,
                                 min_time_s=2.0, time_cap_s=30.0)
-    out = []
-    for (f, r), st in zip(results, stats[1:], strict=True):
-        ax = extra.evaluate(r.model).score if extra is not None else None
-        out.append((f, st.median_ms / stats[0].median_ms, r.metrics_after.score, ax,
-                    r.macs_after / r.macs_before))
-    return out
+    return [frontier_point(f, r, st.median_ms / stats[0].median_ms, extra)
+            for (f, r), st in zip(results, stats[1:], strict=True)]
+
+
+def frontier_point(f: float, r, latency: float, extra
+                   ) -> tuple[float, float, float, float | None, float]:
+    """``(F, latency fraction, top-1, extra top-1 or None, MACs fraction)`` of one compress
+    result: the point format of both frontiers (uniform and FLOPs search)."""
+    ax = extra.evaluate(r.model).score if extra is not None else None
+    return f, latency, r.metrics_after.score, ax, r.macs_after / r.macs_before
 
 
 def fastest_at_least(front, accuracy: float, use_extra: bool
