@@ -317,10 +317,10 @@ def test_profile_command_bad_input_exits_2(tmp_path, monkeypatch, args, message)
     assert len(res.output.strip().splitlines()) == 1
 
 
-def test_unit_that_cannot_run_alone_is_one_warning_not_ort_error_spew(capfd, caplog) -> None:
-    """A Reshape whose shape comes from Shape(x) at run time (ShuffleNet's channel shuffle as
-    torch exports it) gets an arbitrary shape when lifted alone: its time counts as 0 and the
-    profile says so through logging, without ONNX Runtime's own error lines on stderr."""
+def _shuffle_like(shape_op: str | None = None):
+    """Conv then a Reshape to [1, 2, 4, H, W] whose target is computed from Shape(c) at run
+    time, as torch exports ShuffleNet's channel shuffle; ``shape_op`` wraps the target in one
+    more op (one that shape evaluation does not know makes the unit unmeasurable alone)."""
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(8, 8, 1, 1)).astype(
@@ -328,15 +328,32 @@ def test_unit_that_cannot_run_alone_is_one_warning_not_ort_error_spew(capfd, cap
     head = numpy_helper.from_array(np.array([1, 2, 4], np.int64), "head")
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
              helper.make_node("Shape", ["c"], ["hw"], start=2),
-             helper.make_node("Concat", ["head", "hw"], ["s"], axis=0),  # [1, 2, 4, H, W]
-             helper.make_node("Reshape", ["c", "s"], ["r"]),
-             helper.make_node("Relu", ["r"], ["y"])]
+             helper.make_node("Concat", ["head", "hw"], ["s0"], axis=0)]  # [1, 2, 4, H, W]
+    nodes.append(helper.make_node(shape_op, ["s0"], ["s"]) if shape_op
+                 else helper.make_node("Identity", ["s0"], ["s"]))
+    nodes += [helper.make_node("Reshape", ["c", "s"], ["r"]),
+              helper.make_node("Relu", ["r"], ["y"])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, [1, 8, 4, 4])], [helper.make_tensor_value_info(
             "y", TensorProto.FLOAT, [1, 2, 4, 4, 4])], [w, head])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_reshape_to_a_shape_computed_at_run_time_is_timed() -> None:
+    """The lifted unit gets the target evaluated on each pruned design, so ShuffleNet's
+    channel-shuffle Reshapes are timed instead of counting 0 ms."""
+    prof = build_profile(analyze(_shuffle_like()), time_budget_s=5, variants=2)
+    reshapes = [u for u in prof["units"] if "Reshape" in u["ops"]]
+    assert reshapes
+    assert all(ms > 0 for u in reshapes for _, _, ms in u["samples"])
+
+
+def test_unit_that_cannot_run_alone_is_one_warning_not_ort_error_spew(capfd, caplog) -> None:
+    """A Reshape whose target shape evaluation cannot follow (here through Abs) gets an
+    arbitrary shape when lifted alone: its time counts as 0 and the profile says so through
+    logging, without ONNX Runtime's own error lines on stderr."""
     with caplog.at_level(logging.WARNING, logger="onnx_amc.targets.profile"):
-        prof = build_profile(analyze(model), time_budget_s=5, variants=2)
+        prof = build_profile(analyze(_shuffle_like("Abs")), time_budget_s=5, variants=2)
     assert "[E:onnxruntime" not in capfd.readouterr().err
     assert any("not measurable alone" in r.getMessage() for r in caplog.records)
     assert prof["correction"]["knots"]

@@ -48,6 +48,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from graph_ops import Analysis, analyze, apply, importance, keep_count, make_plan
+from graph_ops.shape_eval import evaluate as evaluate_shape
 from onnx_amc.errors import InputError
 from onnx_amc.latency import measure, measure_interleaved, random_inputs, resolve_providers
 
@@ -233,6 +234,22 @@ class _Lifter:
             return None
         return [int(d) for d in dims]
 
+    def shape_value(self, name: str, keep: np.ndarray) -> np.ndarray | None:
+        """The value of an integer tensor computed from shapes (Shape -> Gather -> Div -> ...),
+        evaluated with the channel counts of the pruned design; None when it is not one."""
+        etype = self.types.get(name)
+        if etype not in (TensorProto.INT64, TensorProto.INT32):
+            return None
+
+        def shape_of(t: str) -> tuple[float, ...] | None:
+            s = self.pruned_shape(t, keep)
+            return None if s is None else tuple(float(d) for d in s)
+
+        r = evaluate_shape(self.a.view, name, shape_of)
+        if r is None or not r[1] or np.isnan(r[0]).any():
+            return None
+        return r[0].astype(helper.tensor_dtype_to_np_dtype(etype))
+
     def branch(self, unit: Unit, index: _Index, keep: np.ndarray, tag: int
                ) -> tuple[list, list, list, list, int] | None:
         """(nodes, initializers, inputs, outputs, weight bytes) of the branch, or None when the
@@ -272,6 +289,12 @@ class _Lifter:
                 arr = np.ascontiguousarray(view.const(name))
                 inits.append(numpy_helper.from_array(arr, p + name))
                 nbytes += arr.nbytes
+                rename[name] = p + name
+            elif (value := self.shape_value(name, keep)) is not None:
+                # A shape argument computed at run time (ShuffleNet's channel shuffle reshapes
+                # to Shape(x)[1] / 2): a random feed would make the unit fail, so give it the
+                # value it has in this pruned design.
+                inits.append(numpy_helper.from_array(value, p + name))
                 rename[name] = p + name
             else:
                 shape = self.pruned_shape(name, keep)
