@@ -52,6 +52,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench_graph_ops import REPO, environment, log, md_table, write_report
+from paired import deciding_point
 
 from onnx_amc.compress import compress
 from onnx_amc.errors import InputError
@@ -96,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     env = environment()
     rows, detail, frontier_rows, verdict_rows, nominal_rows = [], [], [], [], []
-    fl_rows, fl_verdict = [], []
+    fl_rows, fl_verdict, noise_rows = [], [], []
     grid = [float(f) for f in args.frontier.split(",") if f.strip()]
     fl_grid = [float(f) for f in args.flops_frontier.split(",") if f.strip()]
     methods = ("latency (host, measured)", "latency (profile, predicted)", "flops (DDPG)",
@@ -125,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         macs: dict[str, list[float]] = {m: [] for m in methods}
         base_acc = None
         results: dict = {}
-        fl_front: list[list[tuple]] = []  # per seed: (F, latency, top-1, extra, MACs)
+        fl_front: list[list[tuple]] = []  # per seed: (F, latency, top-1, extra, MACs, hits)
+        hits_x: dict[str, list] = {m: [] for m in methods}
         for seed in range(args.seeds):
             common = dict(calib=calib, reconstruct=True, seed=seed, episodes=args.episodes,
                           warmup=args.warmup, measure_latency=False)
@@ -176,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                    strict=True)])
             fl_rows += [[name, seed, f"{f:g}", f"{mac:.3f}", f"{lat:.3f}", f"{a:.4f}",
                          "" if ax is None else f"{ax:.4f}"]
-                        for f, lat, a, ax, mac in fl_front[-1]]
+                        for f, lat, a, ax, mac, _ in fl_front[-1]]
             for m, st in zip(methods, stats[1:1 + len(methods)], strict=True):
                 r = results[m]
                 lat_ratio[m].append(st.median_ms / base_ms)
@@ -184,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if extra is not None:
                     mx = extra.evaluate(r.model)
                     acc_x[m].append(mx.score)
+                    hits_x[m].append(extra_hits(extra, r.model, mx.score))
                     cos_x[m].append(mx.fidelity["mean_cosine"])
                 macs[m].append(r.macs_after / r.macs_before)
                 detail.append([name, seed, m, f"{st.median_ms:.4f}", f"{base_ms:.4f}",
@@ -195,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                f"{r.seconds:.0f}"])
         if grid:
             front = uniform_frontier(path, calib, original, extra, grid)
-            for f, lat, a, ax, mac in front:
+            for f, lat, a, ax, mac, _ in front:
                 frontier_rows.append([name, f"{f:g}", f"{mac:.3f}", f"{lat:.3f}", f"{a:.4f}",
                                       "" if ax is None else f"{ax:.4f}"])
             use_x = extra is not None
@@ -215,10 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{wins}/{len(accs)}"])
             nominal_rows += nominal_verdict(name, front, args.keep, lat_ratio,
                                             acc_x if use_x else acc, methods)
+            noise_rows += noise_verdict(name, "uniform", [front] * args.seeds, lat_ratio,
+                                        hits_x, methods)
         if fl_grid:
             fl_verdict += flops_frontier_verdict(name, fl_front, lat_ratio,
                                                  acc_x if extra is not None else acc,
                                                  extra is not None, methods)
+            noise_rows += noise_verdict(name, "FLOPs search", fl_front, lat_ratio, hits_x,
+                                        methods)
         for m in methods:
             rows.append([name, m, f"{base_acc:.4f}", _mean_sd(acc[m]),
                          _mean_sd(acc_x[m]) if acc_x[m] else "",
@@ -279,6 +286,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             + md_table(["model", "search", "per seed: latency @ accuracy against the fastest "
                         "FLOPs result as accurate (F)", "seeds faster"], fl_verdict),
         ]
+    if noise_rows:
+        sections.append(
+            "## Is the accuracy part beyond the test set's noise?\n\n"
+            "Per seed, the frontier point that decided the verdicts above (a loss: the fastest "
+            "point at least as accurate, when it is faster; a win: the most accurate point "
+            "faster than the search), scored on the same extra test samples as the search's "
+            "result: the samples only one of the two gets right, and the exact two-sided "
+            "McNemar p of that difference (`benchmarks/paired.py`). A verdict whose p is "
+            "large rests on a few samples either way\n\n"
+            + md_table(["model", "search", "against", "seed", "decided by"], noise_rows))
     if nominal_rows:
         sections.append(
             f"## At the same nominal budget (keep {args.keep})\n\n"
@@ -300,7 +317,7 @@ def nominal_verdict(name: str, front, keep: float, lat: dict[str, list[float]],
     """Per latency search, seed by seed: faster than, as accurate as, and both, against the
     FLOPs-DDPG search at the same seed and uniform at ``--flops keep`` (the frontier's point
     at ``keep``; skipped when the grid lacks it)."""
-    uni = next(((lt, ax if ax is not None else a) for f, lt, a, ax, _ in front
+    uni = next(((lt, ax if ax is not None else a) for f, lt, a, ax, *_ in front
                 if abs(f - keep) < 1e-9), None)
     rows = []
     for m in methods[:2]:  # the host and the profile latency searches
@@ -373,19 +390,56 @@ def uniform_frontier(path: Path, calib: Path, original, extra, grid: Sequence[fl
             for (f, r), st in zip(results, stats[1:], strict=True)]
 
 
-def frontier_point(f: float, r, latency: float, extra
-                   ) -> tuple[float, float, float, float | None, float]:
-    """``(F, latency fraction, top-1, extra top-1 or None, MACs fraction)`` of one compress
-    result: the point format of both frontiers (uniform and FLOPs search)."""
+def frontier_point(f: float, r, latency: float, extra) -> tuple:
+    """``(F, latency fraction, top-1, extra top-1 or None, MACs fraction, extra hits or None)``
+    of one compress result: the point format of both frontiers (uniform and FLOPs search)."""
     ax = extra.evaluate(r.model).score if extra is not None else None
-    return f, latency, r.metrics_after.score, ax, r.macs_after / r.macs_before
+    hits = extra_hits(extra, r.model, ax) if extra is not None else None
+    return f, latency, r.metrics_after.score, ax, r.macs_after / r.macs_before, hits
+
+
+def extra_hits(extra, model, score: float):
+    """Per-sample top-1 hits on the extra test set (against its labels, else against the
+    original's answers), or None where the score is not a top-1 (cosine)."""
+    import numpy as np
+
+    from onnx_amc.metrics import classifier_logits, first_classifier_output
+
+    ref = extra.reference_outputs
+    name = first_classifier_output(ref)
+    if name is None:
+        return None
+    pred = np.argmax(classifier_logits(np.asarray(extra.run(model)[name])), axis=1)
+    labels = extra.calib.labels
+    target = (np.asarray(labels).reshape(-1) if labels is not None
+              else np.argmax(classifier_logits(np.asarray(ref[name])), axis=1))
+    hits = pred == target
+    return hits if abs(float(hits.mean()) - score) < 1e-9 else None
+
+
+def noise_verdict(name: str, kind: str, fronts: Sequence[Sequence[tuple]],
+                  lat: dict[str, list[float]], hits: dict[str, list], methods: Sequence[str]
+                  ) -> list[list[str]]:
+    """Per latency search and seed: the point that decided its verdict against ``kind``'s
+    frontier of that seed, and the exact McNemar p of the accuracy difference
+    (:func:`paired.deciding_point`)."""
+    rows = []
+    for m in methods[:2]:  # the host and the profile latency searches
+        if not hits[m]:  # no extra test set
+            continue
+        for seed, (front, lt, h) in enumerate(zip(fronts, lat[m], hits[m], strict=True)):
+            pts = [(p[1], p[3], p[5], f"F {p[0]:g}") for p in front if p[5] is not None]
+            if h is None or not pts:
+                continue
+            rows.append([name, m, kind, seed, deciding_point(pts, lt, h)])
+    return rows
 
 
 def fastest_at_least(front, accuracy: float, use_extra: bool
                      ) -> tuple[float, float, float] | None:
     """``(latency, F, accuracy)`` of the fastest frontier point at least as accurate, or
     None.  A tolerance of 1e-9 only: equal accuracy counts, half a test digit does not."""
-    ok = [(lat, f, ax if use_extra else a) for f, lat, a, ax, _ in front
+    ok = [(lat, f, ax if use_extra else a) for f, lat, a, ax, *_ in front
           if (ax if use_extra else a) >= accuracy - 1e-9]
     return min(ok) if ok else None
 
