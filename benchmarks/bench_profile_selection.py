@@ -66,8 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         chosen_key = tuple(next(rec["keep_counts"] for rec in r.records
                                 if rec.get("episode") == r.chosen_episode))
         models = [a.model.SerializeToString()]
+        matched = 0
         for rec in cands:
             plan = make_plan(a, rec["policy"], score, round_to=r.round_to)
+            counts = tuple(int(np.count_nonzero(plan.keep[g.classes]))
+                           for g in a.prunable_groups)
+            matched += counts == tuple(rec["keep_counts"])  # the rebuild is the candidate
             models.append(apply(a, plan).SerializeToString())
         stats = measure_interleaved(models, one, threads=1, min_time_s=1.0, time_cap_s=10.0)
         base = stats[0].median_ms
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                                 np.argsort(np.argsort(ratios)))[0, 1])
         log(f"seed {seed}: {len(cands)} candidates; chosen {ratios[ci]:.3f}, others median "
             f"{statistics.median(others):.3f}")
-        summary.append([seed, len(cands), f"{uses[ci]:.3f}", f"{ratios[ci]:.3f}",
+        summary.append([seed, len(cands), f"{matched}/{len(cands)}", f"{uses[ci]:.3f}", f"{ratios[ci]:.3f}",
                         f"{statistics.median(others):.3f}",
                         f"{min(others):.3f}-{max(others):.3f}",
                         f"{rank} of {len(cands)}", f"{rho:+.2f}"])
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio to the original in one interleaved run of all candidates of the seed; rank 1 = "
         "the slowest when measured; Spearman = rank correlation of search score and measured "
         "ratio over the candidates\n\n"
-        + md_table(["seed", "candidates", "chosen: predicted", "chosen: measured",
+        + md_table(["seed", "candidates", "rebuilt keep counts = recorded", "chosen: predicted", "chosen: measured",
                     "others: median measured", "others: range", "chosen's rank (slowest = 1)",
                     "Spearman score vs measured"], summary),
         "## Every candidate\n\n"
