@@ -90,9 +90,9 @@ def _session(model: bytes, threads: int, providers: Sequence[str], folder: str
     unit's own kernels)."""
     opts, names, provider_options = remote_bench.session_options(
         ort, threads, resolve_providers(providers))
-    # A unit that cannot run alone (a Reshape whose shape the model computes at run time gets
-    # an arbitrary shape here) is reported once by _time_unit's warning; ORT's own error log
-    # would print each failed kernel to stderr as well.
+    # A unit that cannot run alone (a Reshape whose run-time target shape _Lifter.shape_value
+    # cannot evaluate gets an arbitrary one here) is reported once by _time_unit's warning;
+    # ORT's own error log would print each failed kernel to stderr as well.
     opts.log_severity_level = 4
     opts.enable_profiling = True
     opts.profile_file_prefix = os.path.join(folder, "prof")
