@@ -184,9 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lat_ratio[m].append(st.median_ms / base_ms)
                 acc[m].append(r.metrics_after.score)
                 if extra is not None:
-                    mx = extra.evaluate(r.model)
+                    mx, hx = extra_metrics(extra, r.model)
                     acc_x[m].append(mx.score)
-                    hits_x[m].append(extra_hits(extra, r.model, mx.score))
+                    hits_x[m].append(hx)
                     cos_x[m].append(mx.fidelity["mean_cosine"])
                 macs[m].append(r.macs_after / r.macs_before)
                 detail.append([name, seed, m, f"{st.median_ms:.4f}", f"{base_ms:.4f}",
@@ -393,28 +393,33 @@ def uniform_frontier(path: Path, calib: Path, original, extra, grid: Sequence[fl
 def frontier_point(f: float, r, latency: float, extra) -> tuple:
     """``(F, latency fraction, top-1, extra top-1 or None, MACs fraction, extra hits or None)``
     of one compress result: the point format of both frontiers (uniform and FLOPs search)."""
-    ax = extra.evaluate(r.model).score if extra is not None else None
-    hits = extra_hits(extra, r.model, ax) if extra is not None else None
+    ax, hits = None, None
+    if extra is not None:
+        mx, hits = extra_metrics(extra, r.model)
+        ax = mx.score
     return f, latency, r.metrics_after.score, ax, r.macs_after / r.macs_before, hits
 
 
-def extra_hits(extra, model, score: float):
-    """Per-sample top-1 hits on the extra test set (against its labels, else against the
-    original's answers), or None where the score is not a top-1 (cosine)."""
+def extra_metrics(extra, model):
+    """``(Metrics, per-sample top-1 hits or None)`` of ``model`` on the extra test set, from
+    one run: what ``extra.evaluate`` gives, plus the hits (against the labels, else against
+    the original's answers; None where the score is not a top-1, as a cosine)."""
     import numpy as np
 
-    from onnx_amc.metrics import classifier_logits, first_classifier_output
+    from onnx_amc.metrics import Metrics, classifier_logits, first_classifier_output
 
+    outputs = extra.run(model)
     ref = extra.reference_outputs
+    metrics = Metrics.compute(outputs, ref, extra.calib.labels)
     name = first_classifier_output(ref)
     if name is None:
-        return None
-    pred = np.argmax(classifier_logits(np.asarray(extra.run(model)[name])), axis=1)
+        return metrics, None
+    pred = np.argmax(classifier_logits(np.asarray(outputs[name])), axis=1)
     labels = extra.calib.labels
     target = (np.asarray(labels).reshape(-1) if labels is not None
               else np.argmax(classifier_logits(np.asarray(ref[name])), axis=1))
     hits = pred == target
-    return hits if abs(float(hits.mean()) - score) < 1e-9 else None
+    return metrics, hits if abs(float(hits.mean()) - metrics.score) < 1e-9 else None
 
 
 def noise_verdict(name: str, kind: str, fronts: Sequence[Sequence[tuple]],
