@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from bench_graph_ops import environment, log, md_table, write_report
 from bench_latency_search import first_sample, prepare
+from bench_prediction import spearman
 
 from graph_ops import analyze, apply, importance, make_plan
 from onnx_amc.compress import compress
@@ -82,12 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         ci = chosen.index(True)
         others = [x for x, c in zip(ratios, chosen, strict=True) if not c]
         rank = 1 + sum(x > ratios[ci] for x in others)
-        rho = float(np.corrcoef(np.argsort(np.argsort(scores)),
-                                np.argsort(np.argsort(ratios)))[0, 1])
+        rho = spearman(np.array(scores), np.array(ratios))  # scores tie often (1/64 steps)
         log(f"seed {seed}: {len(cands)} candidates; chosen {ratios[ci]:.3f}, others median "
             f"{statistics.median(others):.3f}")
-        summary.append([seed, len(cands), f"{matched}/{len(cands)}", f"{uses[ci]:.3f}", f"{ratios[ci]:.3f}",
-                        f"{statistics.median(others):.3f}",
+        summary.append([seed, len(cands), f"{matched}/{len(cands)}", f"{uses[ci]:.3f}",
+                        f"{ratios[ci]:.3f}", f"{statistics.median(others):.3f}",
                         f"{min(others):.3f}-{max(others):.3f}",
                         f"{rank} of {len(cands)}", f"{rho:+.2f}"])
         rows += [[seed, i, "yes" if c else "", f"{u:.3f}", f"{x:.3f}", f"{s:.4f}"]
@@ -101,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         "its recorded policy and measured interleaved with the original (1 thread)\n"
         "- predicted = the profile's ratio as the search saw it (budget use); measured = median "
         "ratio to the original in one interleaved run of all candidates of the seed; rank 1 = "
-        "the slowest when measured; Spearman = rank correlation of search score and measured "
-        "ratio over the candidates\n\n"
-        + md_table(["seed", "candidates", "rebuilt keep counts = recorded", "chosen: predicted", "chosen: measured",
-                    "others: median measured", "others: range", "chosen's rank (slowest = 1)",
+        "the slowest when measured; Spearman = rank correlation (ties share their mean rank) "
+        "of search score and measured ratio over the candidates\n\n"
+        + md_table(["seed", "candidates", "rebuilt keep counts = recorded",
+                    "chosen: predicted", "chosen: measured", "others: median measured", "others: range", "chosen's rank (slowest = 1)",
                     "Spearman score vs measured"], summary),
         "## Every candidate\n\n"
         + md_table(["seed", "#", "chosen", "predicted ratio", "measured ratio",
