@@ -458,7 +458,8 @@ def fastest_at_least(front, accuracy: float, use_extra: bool
 def prepare(spec: str, tmp: Path, n: int = 128, n_test: int = 512, calib_from: str = "heldout"):
     """A model file, its calibration .npz and an extra held-out test set (or None).
 
-    * a bare name: a committed digits model with the labelled held-out digits; no extra set;
+    * a bare name: a committed digits model with the labelled held-out digits; no extra set
+      (with ``calib_from="train"``: ``n`` training digits calibrate, every held-out digit tests);
     * ``digits:ARCH@SIZE``: a zoo architecture trained on digits at SIZE
       (scripts/train_zoo_on_digits.py, cached): the first ``n`` held-out digits calibrate,
       the remaining ones (never seen by the search or the reconstruction) are the extra test;
@@ -481,6 +482,14 @@ def prepare(spec: str, tmp: Path, n: int = 128, n_test: int = 512, calib_from: s
 
     kind, _, name = spec.partition(":")
     if not name:
+        if calib_from == "train":  # every one of the 719 held-out digits tests
+            x_tr, y_tr = training_digits(None, n)
+            calib = tmp / f"{spec}_train.npz"
+            np.savez(calib, input=x_tr, labels=y_tr)
+            with np.load(CALIB) as f:
+                held = CalibrationSet({"input": f["input"]}, f["labels"],
+                                      f"held-out digits 0:{len(f['labels'])}")
+            return DIGITS / f"{spec}.onnx", calib, held
         return DIGITS / f"{spec}.onnx", CALIB, None
     if kind == "digits":
         sys.path.insert(0, str(REPO / "scripts"))
@@ -492,10 +501,8 @@ def prepare(spec: str, tmp: Path, n: int = 128, n_test: int = 512, calib_from: s
             x, y = f["input"], f["labels"]
         calib = tmp / f"digits_{arch}_{size}.npz"
         if calib_from == "train":
-            x_tr, y_tr = training_digits(int(size or 96))
-            if n > len(y_tr):
-                raise SystemExit(f"--calib-size {n} > the {len(y_tr)} training digits")
-            np.savez(calib, input=x_tr[:n], labels=y_tr[:n])
+            x_tr, y_tr = training_digits(int(size or 96), n)
+            np.savez(calib, input=x_tr, labels=y_tr)
             return path, calib, CalibrationSet({"input": x}, y, f"held-out digits 0:{len(y)}")
         np.savez(calib, input=x[:n], labels=y[:n])
         extra = CalibrationSet({"input": x[n:]}, y[n:], f"held-out digits {n}:{len(y)}")
@@ -530,16 +537,28 @@ def prepare(spec: str, tmp: Path, n: int = 128, n_test: int = 512, calib_from: s
     return path, calib, extra
 
 
-def training_digits(size: int, seed: int = 0):
-    """The digits the zoo models were trained on (train_zoo_on_digits' seeded split),
-    upsampled to ``size``.  Kept here, not in that script: its source decides when the cached
-    models are retrained."""
+def training_digits(size: int | None, n: int, seed: int = 0):
+    """The first ``n`` digits the digits models were trained on (make_default_model's seeded,
+    shuffled split, which every committed and cached digits model uses), upsampled to ``size`` as
+    train_zoo_on_digits feeds its zoo (``None``: as they are, for the committed models).  Kept
+    here, not in that script: its source decides when the cached models are retrained."""
+    import numpy as np
+
     sys.path.insert(0, str(REPO / "scripts"))
     import make_default_model as dm
-    from train_zoo_on_digits import upsample
 
     split = dm.load_split(seed)
-    return upsample(split.x_train, size // dm.IMAGE_SIZE), split.y_train
+    with np.load(CALIB) as f:
+        if not np.array_equal(f["input"], split.x_calib):
+            raise SystemExit(f"the digits split does not reproduce {CALIB}; aborting")
+    if n > len(split.y_train):
+        raise SystemExit(f"--calib-size {n} > the {len(split.y_train)} training digits")
+    x, y = split.x_train[:n], split.y_train[:n]
+    if size is None:
+        return x, y
+    from train_zoo_on_digits import upsample
+
+    return upsample(x, size // dm.IMAGE_SIZE), y
 
 
 def input_shapes(spec: str) -> dict[str, tuple[int, ...]] | None:
