@@ -6,7 +6,7 @@ The zoo exports carry random weights, so their agreement with the original hardl
 the pruning amount and a search's best candidate is picked by noise. The committed digits
 models (scripts/make_digits_zoo.py) are trained, but at 32x32 per-op overhead dominates their
 latency and no policy reaches half of it. This script trains the zoo's real MobileNetV2,
-ResNet-18, MobileNetV3-small and ShuffleNetV2 (10 classes) on the digits upsampled to
+ResNet-18, MobileNetV3-small, ShuffleNetV2 and EfficientNet-B0 (10 classes) on the digits upsampled to
 ``--size`` (nearest, from the 32x32 preprocessing, grey replicated to 3 channels), so the model
 is full-size, fast enough to measure and accurate enough to lose accuracy when pruned.
 
@@ -59,6 +59,8 @@ ARCHS = {
     "mobilenet_v3_small": lambda: architectures.MobileNetV3Small(num_classes=10),
     # Channel split, concat and shuffle: memory-bound work between small convolutions.
     "shufflenet_v2": lambda: architectures.ShuffleNetV2(num_classes=10),
+    # MobileNetV2's inverted residuals with SE blocks and SiLU (EfficientNet-B0's layout).
+    "efficientnet": lambda: architectures.EfficientNetB0(num_classes=10),
 }
 MIN_ACCURACY = 0.9
 
