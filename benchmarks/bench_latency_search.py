@@ -239,21 +239,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                          _mean_sd(lat_ratio[m], ".3f"), _mean_sd(macs[m], ".3f")])
         rows.append([name, f"(profile built in {prof_s:.0f} s{extra_note})", "", "", "", "", "",
                      ""])
+    train = args.calib_from == "train"
+    calib_note = ("; digits models calibrate on training digits (`--calib-from train`), as the "
+                  "paper's reward uses a split of the training set, so 'top-1' here is on a "
+                  "quarter of them" if train else "")
+    digits_test = ("every held-out digit" if train
+                   else "the held-out digits the calibration set leaves")
     sections = [
         f"## Measured latency at equal budgets (keep {args.keep})\n\n"
         f"- {args.seeds} seeds; DDPG {args.episodes} episodes ({args.warmup} warm-up), "
         "reconstruction on, 1 ORT thread; score = top-1 on held-out test digits for digits "
         "models, else top-1 agreement with the original on held-out photo crops (the test part "
-        "of the calibration split, never seen by the search or the reconstruction"
-        + ("; digits models calibrate on training digits (`--calib-from train`), as the "
-           "paper's reward uses a split of the training set, so 'top-1' here is on a quarter of "
-           "them" if args.calib_from == "train" else "") + "); "
+        f"of the calibration split, never seen by the search or the reconstruction{calib_note}); "
         "latency = median of the result / median of the original, measured interleaved at the "
         "end (`measure_interleaved`, >= 2 s per model); extra test = top-1 (against labels "
-        + ("for `digits:` models: every held-out digit; else agreement "
-           if args.calib_from == "train" else
-           "for `digits:` models: the held-out digits the calibration set leaves; else agreement ")
-        + f"with the original on {args.test_size} further crops of the same two photos, drawn "
+        f"for `digits:` models: {digits_test}; else agreement "
+        f"with the original on {args.test_size} further crops of the same two photos, drawn "
         "with another seed) and mean output cosine, on data used by nothing else\n\n"
         + md_table(["model", "search", "original score", "score after",
                     "extra test top-1", "extra test cosine",
