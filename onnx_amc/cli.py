@@ -473,8 +473,11 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
               show_default=True, help="What the search maximises on its part of the calibration "
               "data. auto: top-1 with labels, else top-1 agreement with the original, else mean "
               "cosine; agreement+cosine: without labels, their mean (continuous where agreement "
-              "on few samples ties); cosine: mean cosine of all outputs. Gates and the report "
-              "use auto's metric whatever is searched.")
+              "on few samples ties); cosine: mean cosine of all outputs; likelihood: exp(-cross-"
+              "entropy) of the labels, or of the original's top-1 classes without labels "
+              "(continuous, and ranks candidates closer to held-out top-1 than top-1 on a few "
+              "hundred samples does). Gates and the report use auto's metric whatever is "
+              "searched.")
 @click.option("--fill-budget/--no-fill-budget", "fill", default=True, show_default=True,
               help="Raise every candidate's keep ratios until the budget is spent before it is "
               "scored (one common factor, then what rounding left). --no-fill-budget: the "

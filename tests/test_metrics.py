@@ -12,6 +12,7 @@ from onnx_amc.metrics import (
     Metrics,
     fidelity,
     is_classifier_shaped,
+    likelihood,
     search_score,
     topk_accuracy,
 )
@@ -140,3 +141,50 @@ def test_search_score_kinds() -> None:
     assert search_score(maps, "agreement+cosine") == search_score(maps) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="score must be one of"):
         search_score(unlabelled, "top5")
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def test_likelihood_is_exp_minus_cross_entropy() -> None:
+    """exp(mean log p(target)); softmax outputs are taken as they are, not softmaxed twice;
+    a non-finite row makes the whole set score 0, as a broken candidate must lose."""
+    want = math.exp(np.mean(_log_softmax(LOGITS)[np.arange(4), LABELS]))
+    assert likelihood(LOGITS, LABELS) == pytest.approx(want)
+    probs = np.exp(_log_softmax(LOGITS))
+    assert likelihood(probs, LABELS) == pytest.approx(want)
+    assert likelihood(LOGITS[:, :, None, None], LABELS) == pytest.approx(want)
+    # Continuous where top-1 is not: a less confident right answer lowers it.
+    softer = LOGITS.copy()
+    softer[0, 1] = 0.4  # row 0 still predicts its label 1
+    assert topk_accuracy(softer, LABELS) == topk_accuracy(LOGITS, LABELS)
+    assert likelihood(softer, LABELS) < likelihood(LOGITS, LABELS)
+    broken = LOGITS.copy()
+    broken[2, 0] = np.nan
+    assert likelihood(broken, LABELS) == 0.0
+    with pytest.raises(ValueError, match="targets"):
+        likelihood(LOGITS, LABELS[:3])
+
+
+def test_search_score_likelihood() -> None:
+    """With labels: the labels' likelihood; without: the likelihood of the original's top-1
+    classes (for the original itself that is its own confidence, not 1);
+    no classifier output: mean cosine."""
+    ref = {"logits": LOGITS}
+    out = {"logits": LOGITS[[0, 1, 3, 2]]}
+    labelled = Metrics.compute(out, ref, labels=LABELS)
+    want = math.exp(np.mean(_log_softmax(LOGITS[[0, 1, 3, 2]])[np.arange(4), LABELS]))
+    assert labelled.likelihood == pytest.approx(want)
+    assert search_score(labelled, "likelihood") == pytest.approx(want)
+    unlabelled = Metrics.compute(out, ref)
+    assert unlabelled.likelihood is None
+    ref_top1 = LOGITS.argmax(axis=1)
+    want_u = math.exp(np.mean(_log_softmax(LOGITS[[0, 1, 3, 2]])[np.arange(4), ref_top1]))
+    assert unlabelled.fidelity["top1_likelihood"] == pytest.approx(want_u)
+    assert search_score(unlabelled, "likelihood") == pytest.approx(want_u)
+    maps = Metrics.compute({"m": np.ones((2, 3, 4, 4))}, {"m": np.ones((2, 3, 4, 4))})
+    assert maps.fidelity["top1_likelihood"] is None
+    assert search_score(maps, "likelihood") == pytest.approx(1.0)
+    json.dumps(labelled.as_dict())
