@@ -475,8 +475,7 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
               "cosine; agreement+cosine: without labels, their mean (continuous where agreement "
               "on few samples ties); cosine: mean cosine of all outputs; likelihood: exp(-cross-"
               "entropy) of the labels, or of the original's top-1 classes without labels "
-              "(continuous, and ranks candidates closer to held-out top-1 than top-1 on a few "
-              "hundred samples does). Gates and the report use auto's metric whatever is "
+              "(continuous where top-1 on a few hundred samples ties). Gates and the report use auto's metric whatever is "
               "searched.")
 @click.option("--fill-budget/--no-fill-budget", "fill", default=True, show_default=True,
               help="Raise every candidate's keep ratios until the budget is spent before it is "

@@ -104,8 +104,8 @@ def likelihood(logits: np.ndarray, targets: np.ndarray) -> float:
     ``exp(-cross-entropy)``, in [0, 1].
 
     Why: top-1 on the few dozen to few hundred samples a search scores moves in steps of 1/N
-    and ties often; the cross-entropy of the same outputs is continuous and ranks candidates
-    closer to their held-out top-1 (``benchmarks/bench_score_choice.py``).  A row with a
+    and ties often; the cross-entropy of the same outputs is continuous and ranked candidates
+    closer to their held-out top-1 (see :data:`SEARCH_SCORES`).  A row with a
     non-finite score counts as probability 0 (score 0 for the whole set), as a broken
     candidate must lose.
     """
@@ -317,9 +317,15 @@ class Metrics:
 #: * ``cosine``: mean cosine similarity to the original's outputs, labels or not;
 #: * ``likelihood``: :func:`likelihood` (``exp(-cross-entropy)``) of the labels, or without
 #:   labels of the original's top-1 classes; mean cosine where there is no classifier output.
-#:   Why: on a search part of 128 digits it ranked random candidates closer to their top-1 on
-#:   the 719 held-out digits than top-1 did, and the candidate it picks scored as well or
-#:   better there (``benchmarks/bench_score_choice.py``).
+#:
+#: Which ranks candidates best, measured (``benchmarks/bench_score_choice.py``, results in
+#: ``benchmarks/results/score_choice.md``): on 52-60 random candidates per cell of the three
+#: committed digits models at 0.5 and 0.25 of the MACs, with a 128-digit search part, the
+#: Spearman correlation with top-1 on the 719 held-out digits was highest for ``cosine`` in all
+#: six cells (0.36-0.83), then ``likelihood`` (0.15-0.82), then top-1 (0.00-0.75); the
+#: candidate returned scored best there with ``cosine`` or ``likelihood`` on MobileNetV2 and
+#: VGG, with top-1 or ``cosine`` on ResNet.  Labelled top-1 stays the default (``auto``), as
+#: in the paper.
 SEARCH_SCORES: tuple[str, ...] = ("auto", "agreement+cosine", "cosine", "likelihood")
 
 
