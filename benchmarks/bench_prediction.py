@@ -56,6 +56,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
         return r
 
     ra, rb = ranks(np.asarray(a, float)), ranks(np.asarray(b, float))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")  # a constant ranks nothing; said without numpy's divide warning
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
