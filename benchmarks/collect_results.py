@@ -24,7 +24,10 @@ def main() -> None:
     names += sorted(p.stem for p in (HERE / "results").glob("*.md") if p.stem not in ORDER)
     for name in names:
         lines = (HERE / "results" / f"{name}.md").read_text().strip().splitlines()
-        # One heading level down: each file's title becomes a section of RESULTS.md.
+        # One heading level down: each file's title becomes a section of RESULTS.md, named
+        # with its file, since reruns of one script share a title.
+        if lines and lines[0].startswith("# "):
+            lines[0] = f"{lines[0]} (`results/{name}.md`)"
         parts.append("\n".join("#" + ln if ln.startswith("#") else ln for ln in lines))
     target.write_text(head + BEGIN + "\n\n" + "\n\n".join(parts) + "\n\n" + END + tail)
     print(f"wrote {target} ({len(names)} result files)")
