@@ -467,12 +467,12 @@ def fit_knots(sums: Sequence[float], measured: Sequence[float]) -> list[list[flo
     return [[x, y] for x, y in zip(xs, ys, strict=True)]
 
 
-def _random_policy(analysis: Analysis, rng: np.random.Generator, lbound: float,
+def _random_policy(analysis: Analysis, rng: np.random.Generator, lo: float,
                    round_to: int, hi: float = 1.0) -> dict[str, float]:
-    """Every prunable group at a keep ratio drawn from ``U(lbound, hi)``."""
+    """Every prunable group at a keep ratio drawn from ``U(lo, hi)``."""
     policy = {}
     for g in analysis.prunable_groups:
-        k = keep_count(g.size, float(rng.uniform(lbound, hi)), round_to, g.blocks)
+        k = keep_count(g.size, float(rng.uniform(lo, hi)), round_to, g.blocks)
         if k < g.size:
             policy[g.id] = k / g.size
     return policy
@@ -631,7 +631,7 @@ def build_profile(
     round_to: int = 8,
     lbound: float = 0.2,
     levels: int = 5,
-    variants: int = 8,
+    variants: int = 16,
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
     progress: bool | Progress = False,
     seed: int = 0,
@@ -756,11 +756,18 @@ def _build_model_profile(doc: dict[str, Any], analysis: Analysis, *, threads: in
         from .predict import Table
 
         tables = [Table.from_samples(s) for s in table]
-        # Upper keep bounds spread from just above lbound to 1, so that the knots span what a
-        # search visits, down to heavily pruned models (a budget of 0.5 of the latency lands
-        # at a third of the MACs on MobileNetV2), not only the middle of the range.
-        his = [lbound + (1.0 - lbound) * (i + 1) / variants for i in range(variants)]
-        policies = [{}] + [_random_policy(analysis, rng, lbound, round_to, hi) for hi in his]
+        # Keep windows that slide over [lbound, 1], so that the knots span everything a search
+        # visits: half the variants draw from [lbound, hi] with hi spread up to 1 (heavily
+        # pruned models: a budget of 0.5 of the latency lands at a third of the MACs on
+        # MobileNetV2), half from [lo, 1] with lo spread from lbound towards 1 (lightly pruned
+        # ones, between the heaviest and the original, where a search's candidates and the
+        # measured-to-sum relation bends most: with only the first half, MobileNetV2 @ 64's
+        # variants of mean keep 0.6 fell in a gap between the last point and the original).
+        low = (variants + 1) // 2
+        bounds = [(lbound, lbound + (1.0 - lbound) * (i + 1) / low) for i in range(low)]
+        bounds += [(lbound + (1.0 - lbound) * (i + 1) / (variants - low + 1), 1.0)
+                   for i in range(variants - low)]
+        policies = [{}] + [_random_policy(analysis, rng, lo, round_to, hi) for lo, hi in bounds]
         plans = [make_plan(analysis, p, score, round_to=1) for p in policies]
         models = [apply(analysis, pl).SerializeToString() for pl in plans]
         # Each variant interleaved with the original (onnx_amc.latency.measure_interleaved):
@@ -807,8 +814,8 @@ def _build_model_profile(doc: dict[str, Any], analysis: Analysis, *, threads: in
                "measured ms: the points below, sorted, made non-decreasing) and scale "
                "proportionally outside them; a_ms + b * sum is the least-squares line over the "
                "same points, for reading. Points: the original and "
-               f"{variants} random pruned variants (keep ratios up to bounds spread from "
-               "lbound to 1); each variant's latency is its median ratio to the original in "
+               f"{variants} random pruned variants (keep ratios in windows sliding from "
+               "[lbound, lbound] up to [lbound, 1], then from [lbound, 1] towards [1, 1]); each variant's latency is its median ratio to the original in "
                "one interleaved run times the original's lowest median",
     }
 
