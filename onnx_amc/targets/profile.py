@@ -646,7 +646,8 @@ def build_profile(
         time_budget_s: soft cap; when the unit tables run late, fewer runs per tiny model.
         round_to, lbound: the search's rounding and lower keep bound (which counts to sample).
         levels: keep counts sampled per group (the grid is ``levels x levels`` per Conv).
-        variants: random pruned whole-model variants for the correction fit (plus the original).
+        variants: random pruned whole-model variants for the correction fit (plus the original),
+            spread from heavily to lightly pruned.
         progress: True for a tqdm bar, or a callable receiving increments.
 
     Raises:
@@ -760,9 +761,8 @@ def _build_model_profile(doc: dict[str, Any], analysis: Analysis, *, threads: in
         # visits: half the variants draw from [lbound, hi] with hi spread up to 1 (heavily
         # pruned models: a budget of 0.5 of the latency lands at a third of the MACs on
         # MobileNetV2), half from [lo, 1] with lo spread from lbound towards 1 (lightly pruned
-        # ones, between the heaviest and the original, where a search's candidates and the
-        # measured-to-sum relation bends most: with only the first half, MobileNetV2 @ 64's
-        # variants of mean keep 0.6 fell in a gap between the last point and the original).
+        # ones). With only the first half, no point lay between 0.48-0.81 of the original's
+        # latency and the original itself (benchmarks/results/prediction_8dd9855_avx512_vm.md).
         low = (variants + 1) // 2
         bounds = [(lbound, lbound + (1.0 - lbound) * (i + 1) / low) for i in range(low)]
         bounds += [(lbound + (1.0 - lbound) * (i + 1) / (variants - low + 1), 1.0)
@@ -814,9 +814,10 @@ def _build_model_profile(doc: dict[str, Any], analysis: Analysis, *, threads: in
                "measured ms: the points below, sorted, made non-decreasing) and scale "
                "proportionally outside them; a_ms + b * sum is the least-squares line over the "
                "same points, for reading. Points: the original and "
-               f"{variants} random pruned variants (keep ratios in windows sliding from "
-               "[lbound, lbound] up to [lbound, 1], then from [lbound, 1] towards [1, 1]); each variant's latency is its median ratio to the original in "
-               "one interleaved run times the original's lowest median",
+               f"{variants} random pruned variants, half with keep ratios from [lbound, hi] "
+               "(hi rising to 1), half from [lo, 1] (lo rising from lbound towards 1); each "
+               "variant's latency is its median ratio to the original in one interleaved run "
+               "times the original's lowest median",
     }
 
 
