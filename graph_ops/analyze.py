@@ -17,6 +17,7 @@ from functools import cached_property
 import numpy as np
 import onnx
 
+from .checks import check_defined, check_input_shapes
 from .graph import GraphView, computed_shape_args, infer_shapes
 from .load import load_model, sorted_nodes
 from .rules import DEFAULT_RULES, Context, MacTerm, RuleRegistry
@@ -118,10 +119,17 @@ def analyze(
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> Analysis:
     """Analyse channel dependencies. Works with dynamic input dims; MACs need concrete spatial
-    sizes, which ``input_shapes`` provides where the model leaves them symbolic."""
+    sizes, which ``input_shapes`` provides where the model leaves them symbolic.
+
+    Raises:
+        GraphOpsError: a node reads an undefined tensor, or ``input_shapes`` does not fit the
+            model's inputs (see :mod:`graph_ops.checks`).
+    """
     m = load_model(model)
-    nodes = sorted_nodes(m.graph)
+    check_defined(m.graph)
     shapes = dict(input_shapes or {})
+    check_input_shapes(m.graph, shapes)
+    nodes = sorted_nodes(m.graph)
     view = GraphView(m, infer_shapes(m, shapes, nodes=nodes), nodes)
     known: dict[str, np.ndarray] = {}
     for _ in range(64):  # shapes behind Shape()-computed Slice/Reshape arguments, block by block
