@@ -178,6 +178,9 @@ def prune(
     if criterion not in ("l1", "l2"):
         raise InputError(f"--criterion must be l1 or l2, got {criterion}")
     a = model if isinstance(model, Analysis) else analyze(model, input_shapes=input_shapes)
+    if keep is not None and float(keep) < 1.0 and not a.prunable_groups:
+        raise InputError("the model has no prunable channel group (see onnx-amc inspect): "
+                         "--keep would write an unchanged copy")
     pol = dict(policy) if policy is not None else {g.id: float(keep) for g in a.prunable_groups}
     try:
         plan = make_plan(a, pol, importance(a, criterion), round_to=round_to)

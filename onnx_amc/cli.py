@@ -14,6 +14,7 @@ import click
 from graph_ops import DEFAULT_ROUND_TO, GraphOpsError, save_model
 
 from . import __version__, api
+from .cli_types import FINITE, FiniteRange, check_outputs, external_data_files
 from .errors import InputError
 from .metrics import SEARCH_SCORES
 
@@ -46,19 +47,60 @@ def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _check_output(model: str, out: str) -> Path:
+def _check_output(model: str, out: str, *sidecars: str, inputs: tuple[str | None, ...] = (),
+                  report_dir: Path | None = None) -> Path:
+    """OUT, the files written beside it (``OUT<suffix>`` for each sidecar suffix) and the report
+    files: none may be an input (the model, its external data, ``inputs``), a folder, or in a
+    folder that cannot be written."""
     o = Path(out)
+    if not Path(model).is_file():  # said here: the checks below compare with it
+        raise InputError(f"{model}: no such file" if not Path(model).exists()
+                         else f"{model}: not a file")
     if o.resolve() == Path(model).resolve() or (o.exists() and os.path.samefile(o, model)):
         raise InputError(f"output '{out}' is the input model: refusing to overwrite it")
-    if not o.parent.resolve().is_dir():
-        raise InputError(f"output folder '{o.parent}' does not exist")
-    if o.exists() and o.is_dir():
-        raise InputError(f"output '{out}' is a folder")
+    outs = [o, *(o.with_name(o.name + s) for s in sidecars), *_report_files(report_dir)]
+    check_outputs(outs, [model, *external_data_files(model), *inputs])
     return o
+
+
+def _report_files(report_dir: Path | None) -> list[Path]:
+    """The files --report writes, where its folder exists already (a new one holds nothing
+    that could be overwritten)."""
+    if report_dir is None or not report_dir.is_dir():
+        return []
+    from .report.write import REPORT_FILES
+
+    return [report_dir / name for name in REPORT_FILES.values()]
+
+
+def _write(what, path: Path) -> None:
+    """Run a write of outputs; an OS error (disk full, a folder vanished) is one line."""
+    try:
+        what(path)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 class _Group(click.Group):
     """Turns every expected failure into one line on stderr and exit code 2."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        """Click's own usage errors (a bad option value, a missing argument, an unknown
+        command) as one line too: in standalone mode click prints the usage, a hint and the
+        error on four lines."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.ClickException as exc:
+            where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "onnx-amc"
+            hint = f" (see '{where} --help')" if isinstance(exc, click.UsageError) else ""
+            click.echo(f"onnx-amc: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("onnx-amc: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -149,7 +191,7 @@ def calib_options(fn):
                      "the model's input size)."),
         click.option("--resize-shorter", type=click.IntRange(min=1), help="Image folders: "
                      "resize the shorter side to N before the centre crop."),
-        click.option("--scale", type=float, help="Image folders: pixel multiplier "
+        click.option("--scale", type=FINITE, help="Image folders: pixel multiplier "
                      "(default 1/255)."),
         click.option("--mean", metavar="M1,M2,M3", help="Image folders: per-channel mean "
                      "(default ImageNet)."),
@@ -167,12 +209,12 @@ def calib_options(fn):
 def gate_options(fn):
     """CI gates and --report, shared by compress, prune and evaluate."""
     opts = [
-        click.option("--max-accuracy-drop", type=float, metavar="X", help="Gate: fail (exit 1) "
+        click.option("--max-accuracy-drop", type=FINITE, metavar="X", help="Gate: fail (exit 1) "
                      "if accuracy (or fidelity without labels) on held-out calibration data "
                      "drops by more than X, absolute (0.01 = one point)."),
-        click.option("--min-speedup", type=float, metavar="S", help="Gate: fail (exit 1) if "
+        click.option("--min-speedup", type=FINITE, metavar="S", help="Gate: fail (exit 1) if "
                      "the measured latency speedup (before / after) is below S."),
-        click.option("--max-size", "max_size", type=float, metavar="MB", help="Gate: fail "
+        click.option("--max-size", "max_size", type=FINITE, metavar="MB", help="Gate: fail "
                      "(exit 1) if the written model is larger than MB megabytes (10^6 bytes)."),
         click.option("--report", "report_dir", type=click.Path(),
                      help="Write report.json, report.md and report.html (with plots) here."),
@@ -261,7 +303,7 @@ def inspect(model: str, as_json: bool, input_shape: tuple[str, ...]) -> None:
 @_model_arg
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="Where to write the pruned model (never the input).")
-@click.option("--keep", type=float, help="Keep ratio for every prunable group, in (0, 1].")
+@click.option("--keep", type=FINITE, help="Keep ratio for every prunable group, in (0, 1].")
 @click.option("--policy", type=click.Path(dir_okay=False),
               help="JSON policy: group id -> keep ratio or kept indices (inspect --json works).")
 @click.option("--criterion", type=click.Choice(["l1", "l2"]), default="l1", show_default=True,
@@ -279,7 +321,7 @@ def inspect(model: str, as_json: bool, input_shape: tuple[str, ...]) -> None:
                    "(adaptive BN; helps only when the data matches the training distribution).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ONNX Runtime threads for reconstruction and evaluation.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the fit/evaluation split and of position sampling.")
 @calib_options
 @gate_options
@@ -292,9 +334,9 @@ def prune(model: str, out: str, keep: float | None, policy: str | None, criterio
     with --calib). With gates, exit 1 when one fails (the model is still written)."""
     if (keep is None) == (policy is None):
         raise InputError("give exactly one of --keep R or --policy FILE.json")
-    out_path = _check_output(model, out)
     limits = _limits(max_accuracy_drop, min_speedup, max_size)
     rdir = _check_report_dir(report_dir)
+    out_path = _check_output(model, out, inputs=(policy, calib), report_dir=rdir)
     if limits.max_accuracy_drop is not None and calib is None:
         raise InputError("--max-accuracy-drop needs --calib DATA to score the model before "
                          "and after")
@@ -305,7 +347,7 @@ def prune(model: str, out: str, keep: float | None, policy: str | None, criterio
                     seed=seed, calib_size=calib_size,
                     image_options=_image_options(image_size, resize_shorter, scale, mean, std,
                                                  bgr, layout))
-    save_model(res.model, out_path)
+    _write(lambda p: save_model(res.model, p), out_path)
     click.echo(f"params: {_human(res.params_before)} -> {_human(res.params_after)}")
     mb, ma = res.macs_before, res.macs_after
     ratio = f" ({ma / mb:.3f}x)" if mb and ma is not None else ""
@@ -386,6 +428,10 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
     compare MODEL with --reference (exit 1 when one fails)."""
     limits = _limits(max_accuracy_drop, min_speedup, max_size)
     rdir = _check_report_dir(report_dir)
+    if rdir is not None:
+        ins = [model, reference, calib]
+        check_outputs(_report_files(rdir), [*ins, *(f for m in (model, reference) if m
+                                                    for f in external_data_files(m))])
     if reference is None and (limits.max_accuracy_drop is not None
                               or limits.min_speedup is not None):
         raise InputError("--max-accuracy-drop and --min-speedup compare with the original: "
@@ -438,9 +484,9 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
 @click.option("--calib", required=True, type=click.Path(),
               help="Calibration data (see evaluate): half fits reconstruction, a quarter scores "
                    "the search, a quarter tests the result.")
-@click.option("--flops", type=float, help="Fraction of MACs to keep, in (0, 1).")
-@click.option("--params", type=float, help="Fraction of parameters to keep, in (0, 1).")
-@click.option("--latency", type=float, help="Fraction of latency to keep on --target, in (0, 1): "
+@click.option("--flops", type=FINITE, help="Fraction of MACs to keep, in (0, 1).")
+@click.option("--params", type=FINITE, help="Fraction of parameters to keep, in (0, 1).")
+@click.option("--latency", type=FINITE, help="Fraction of latency to keep on --target, in (0, 1): "
               "candidates measured live (host, ssh) or predicted from a profile.")
 @click.option("--target", default="host", show_default=True, metavar="TARGET",
               help="Where latency comes from: host (measure here), ssh://user@host[:port] "
@@ -457,7 +503,7 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Episodes per search round, evaluated together (default: --workers, else "
                    "1). Same seed and same batch: same result.")
-@click.option("--profile-time", type=click.FloatRange(min=1), default=120, show_default=True,
+@click.option("--profile-time", type=FiniteRange(min=1), default=120, show_default=True,
               help="--latency on host: seconds for the per-op profile the action wall uses.")
 @click.option("--episodes", type=click.IntRange(min=1), help="Search episodes (default: 150 "
               "for up to 8 groups, else 300).")
@@ -482,7 +528,7 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
               "scored (one common factor, then what rounding left). --no-fill-budget: the "
               "official AMC code's action wall alone, which only forbids going over; a short "
               "search then often ends under budget.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ONNX Runtime threads.")
 @click.option("--round-to", type=int, default=None,
@@ -509,9 +555,11 @@ def compress(model: str, out: str, calib: str, flops: float | None, params: floa
     gates, exit 1 when one fails (the model and report are still written)."""
     from .compress import compress as run
 
-    out_path = _check_output(model, out)
     limits = _limits(max_accuracy_drop, min_speedup, max_size)
     rdir = _check_report_dir(report_dir)
+    profile = target if target.endswith(".json") else None
+    out_path = _check_output(model, out, ".policy.json", ".log.jsonl",
+                             inputs=(calib, profile), report_dir=rdir)
     if limits.min_speedup is not None and not (target == "host" or target.startswith("ssh://")):
         raise InputError("--min-speedup is checked on measured latency: use --target host or "
                          "ssh://..., not a profile or name (predicted)")
@@ -540,7 +588,7 @@ def compress(model: str, out: str, calib: str, flops: float | None, params: floa
         raise
     if moved is not None:
         os.remove(moved)
-    res.save(out_path)
+    _write(res.save, out_path)
     _print_compress(res, out_path)
     report = None
     if rdir is not None:
@@ -584,9 +632,8 @@ def _budget_source(res) -> str:
 
 
 def _print_compress(res, out_path: Path) -> None:
-    """The before/after table a person reads first."""
-    for w in res.warnings:
-        click.echo(f"onnx-amc: WARNING: {w}", err=True)
+    """The before/after table a person reads first (``res.warnings`` were logged on stderr
+    when they arose, before the search; the report keeps them)."""
     b, af = res.metrics_before, res.metrics_after
     what = f"{res.episodes_run} episodes"
     if res.search == "greedy" and res.records:

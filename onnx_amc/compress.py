@@ -225,6 +225,10 @@ def compress(
     a = analyze(model, input_shapes=input_shapes)
     if not a.prunable_groups:
         raise InputError("the model has no prunable channel group (see onnx-amc inspect)")
+    if count(a).macs is None:  # the layer embedding and every budget need them
+        names = ", ".join(a.view.graph_inputs)
+        raise InputError(f"MACs are unknown: the model has dynamic input dimensions; pass "
+                         f"--input-shape NAME=D1,D2,... (inputs: {names})")
     data = calib if isinstance(calib, CalibrationSet) else load_calib(
         a.model, calib, calib_size=calib_size, image_options=image_options, seed=seed)
     if len(data) < 8:
@@ -244,8 +248,6 @@ def compress(
         lsrc = latency_source(target, a, space, threads=threads, providers=providers,
                               profile_time_s=profile_time_s, input_shapes=input_shapes,
                               progress=progress, seed=seed)
-        if lsrc.warning:
-            logger.warning("%s", lsrc.warning)
         budget = callable_budget("latency", keep, lsrc.wall_cost)
     else:
         try:
@@ -268,6 +270,8 @@ def compress(
         from .latency_budget import latency_source
 
         lsrc = latency_source(target, a, space, threads=threads, providers=providers)
+    if lsrc is not None and lsrc.warning:  # said now, before the search, and kept in warnings
+        logger.warning("%s", lsrc.warning)
     if kind == "latency" and lsrc.measure is not None:
         # Measured candidates are priced against the measured original: the wall's
         # prediction can be off, so overshoot costs reward instead of being forbidden.
@@ -373,63 +377,74 @@ def compress(
             record({**res.best, "episode": 0, "phase": "uniform"})
     except KeyboardInterrupt:
         interrupted = True
-        logger.warning("interrupted after %d episodes: keeping the best candidate so far",
-                       len(records))
         if not records:
             raise
+        logger.warning("interrupted after %d episodes: finishing the best candidate so far "
+                       "(Ctrl-C again to abort without writing it)", len(records))
     finally:
         restore_sigint()
         if log_fh is not None:
             log_fh.close()
+            if not records:  # nothing to resume from: leave no settings-only log behind
+                Path(log_fh.name).unlink(missing_ok=True)
 
-    best = max(records, key=rank_key)
-    confirmed: list[dict[str, Any]] = []
-    if (kind == "latency" and lsrc.measure is not None and search in ("ddpg", "random")
-            and confirm > 0 and not interrupted):
-        from .search.confirm import confirm_latency
+    # Finishing the best candidate (rebuild, reconstruction, final scores and timings) takes
+    # seconds to minutes: a first Ctrl-C here only sets late_stop, so the candidate is still
+    # returned (marked interrupted); a second one aborts.
+    late_stop, restore_sigint = _latch_sigint(first_only_sets=True)
+    try:
+        best = max(records, key=rank_key)
+        confirmed: list[dict[str, Any]] = []
+        if (kind == "latency" and lsrc.measure is not None and search in ("ddpg", "random")
+                and confirm > 0 and not interrupted):
+            from .search.confirm import confirm_latency
 
-        # The re-timing runs here: price it against the original timed here (with workers the
-        # search's unit came from the pool's latency worker).
-        best, confirmed = confirm_latency(records, evaluate_policy.time_policies,
-                                          env.reward_fn, keep * evaluate_policy.time_original(),
-                                          top=confirm)
-        logger.info("chosen on a second timing: episode %s, %.4f ms (%.4f in the search)",
-                    best.get("episode"), best["latency_ms"], best["latency_ms_search"])
-    final, plan, report = evaluate_policy.build(best["policy"])
-    before, after = count(a), count(a, plan.keep)
-    lat_before = lat_after = None
-    lat_source = lsrc.source if lsrc is not None else "measured"
-    if measure_latency:
-        lat_before, lat_after, lat_source = _final_latency(
-            target, lsrc, a, final, best["policy"], test_part, threads, providers)
-    groups = []
-    gmacs = group_macs(a)
-    for g in a.groups:
-        entry: dict[str, Any] = {"index": g.index, "id": g.id, "channels": g.size,
-                                 "kernel": layer_kind(a, g), "macs": gmacs.get(g.index)}
-        if g.prunable:
-            kept = plan.kept.get(g.id, np.arange(g.size))
-            entry.update(keep=len(kept) / g.size, kept_indices=[int(i) for i in kept])
-        else:
-            entry["frozen_reason"] = g.frozen
-        groups.append(entry)
-    return CompressionResult(
-        model=final, policy=dict(best["policy"]),
-        kept_indices={g["id"]: g["kept_indices"] for g in groups if "kept_indices" in g},
-        budget_kind=kind, budget_keep=keep, budget_use=float(best["budget_use"]),
-        params_before=before.params, params_after=after.params, macs_before=before.macs,
-        macs_after=after.macs, metrics_before=tester.reference_metrics,
-        metrics_after=tester.evaluate(final), search_score=float(best["score"]),
-        search=search, seed=seed, score_kind=score,
-        episodes_run=len(records), interrupted=interrupted, records=records,
-        reconstruction=report, groups=groups, seconds=time.perf_counter() - t_start,
-        latency_before=lat_before, latency_after=lat_after, warmup=warmup, round_to=round_to,
-        reconstruct=reconstruct, source=source_info(model),
-        latency_source=lat_source, target=target,
-        warnings=[lsrc.warning] if lsrc is not None and lsrc.warning else [],
-        chosen_episode=best.get("episode"), confirmed=confirmed,
-        latency_target_ms=env.latency_target_ms,
-    )
+            # The re-timing runs here: price it against the original timed here (with workers
+            # the search's unit came from the pool's latency worker).
+            best, confirmed = confirm_latency(records, evaluate_policy.time_policies,
+                                              env.reward_fn,
+                                              keep * evaluate_policy.time_original(),
+                                              top=confirm)
+            logger.info("chosen on a second timing: episode %s, %.4f ms (%.4f in the search)",
+                        best.get("episode"), best["latency_ms"], best["latency_ms_search"])
+        final, plan, report = evaluate_policy.build(best["policy"])
+        before, after = count(a), count(a, plan.keep)
+        lat_before = lat_after = None
+        lat_source = lsrc.source if lsrc is not None else "measured"
+        if measure_latency:
+            lat_before, lat_after, lat_source = _final_latency(
+                target, lsrc, a, final, best["policy"], test_part, threads, providers)
+        groups = []
+        gmacs = group_macs(a)
+        for g in a.groups:
+            entry: dict[str, Any] = {"index": g.index, "id": g.id, "channels": g.size,
+                                     "kernel": layer_kind(a, g), "macs": gmacs.get(g.index)}
+            if g.prunable:
+                kept = plan.kept.get(g.id, np.arange(g.size))
+                entry.update(keep=len(kept) / g.size, kept_indices=[int(i) for i in kept])
+            else:
+                entry["frozen_reason"] = g.frozen
+            groups.append(entry)
+        return CompressionResult(
+            model=final, policy=dict(best["policy"]),
+            kept_indices={g["id"]: g["kept_indices"] for g in groups if "kept_indices" in g},
+            budget_kind=kind, budget_keep=keep, budget_use=float(best["budget_use"]),
+            params_before=before.params, params_after=after.params, macs_before=before.macs,
+            macs_after=after.macs, metrics_before=tester.reference_metrics,
+            metrics_after=tester.evaluate(final), search_score=float(best["score"]),
+            search=search, seed=seed, score_kind=score,
+            episodes_run=len(records), interrupted=interrupted or late_stop.is_set(),
+            records=records,
+            reconstruction=report, groups=groups, seconds=time.perf_counter() - t_start,
+            latency_before=lat_before, latency_after=lat_after, warmup=warmup, round_to=round_to,
+            reconstruct=reconstruct, source=source_info(model),
+            latency_source=lat_source, target=target,
+            warnings=[lsrc.warning] if lsrc is not None and lsrc.warning else [],
+            chosen_episode=best.get("episode"), confirmed=confirmed,
+            latency_target_ms=env.latency_target_ms,
+        )
+    finally:
+        restore_sigint()
 
 
 def _target_round_to(target: str) -> int | None:
@@ -444,9 +459,11 @@ def _target_round_to(target: str) -> int | None:
     return int(value) if isinstance(value, int) and value >= 1 else None
 
 
-def _latch_sigint() -> tuple[threading.Event, Callable[[], None]]:
+def _latch_sigint(first_only_sets: bool = False) -> tuple[threading.Event, Callable[[], None]]:
     """An event that Ctrl-C sets (besides raising KeyboardInterrupt as usual), and a function
-    that restores the previous handler.
+    that restores the previous handler.  With ``first_only_sets`` the first Ctrl-C only sets
+    the event and a second one raises: for work whose result is the point of stopping (the
+    best candidate so far, still to be written).
 
     Why: Python raises KeyboardInterrupt wherever the main thread is; when that is a finaliser
     (an ONNX Runtime session's ``__del__``, thousands per search), it prints "Exception
@@ -456,6 +473,11 @@ def _latch_sigint() -> tuple[threading.Event, Callable[[], None]]:
     stop = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
+        if first_only_sets and not stop.is_set():
+            stop.set()
+            logger.warning("interrupted: finishing the best candidate so far (Ctrl-C again "
+                           "to abort without writing it)")
+            return
         stop.set()
         raise KeyboardInterrupt
 

@@ -3,6 +3,7 @@ policy, determinism, Ctrl-C keeping the best candidate, and bad budgets."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -282,3 +283,60 @@ def test_fill_budget_is_the_default_spends_more_and_is_kept_apart_for_resume(tmp
     assert compress(MODEL, resume=old, fill=False, **kw).episodes_run == 4
     r = _run("compress", "--help")
     assert "--no-fill-budget" in r.stdout
+
+
+def test_ctrl_c_while_the_best_candidate_is_finished_still_returns_it(monkeypatch):
+    """A Ctrl-C after the last episode, while the best candidate is rebuilt (reconstruction,
+    final scores, timings), must not lose it: the audit saw exit 130 with only the log."""
+    compress_mod = importlib.import_module("onnx_amc.compress")  # the attribute is the function
+    from onnx_amc import compress
+
+    real = compress_mod._final_latency
+
+    def final_latency(*args):
+        signal.raise_signal(signal.SIGINT)  # lands while the finishing phase runs
+        return real(*args)
+
+    monkeypatch.setattr(compress_mod, "_final_latency", final_latency)
+    before = signal.getsignal(signal.SIGINT)
+    res = compress(str(MODEL), calib=str(CALIB), flops=0.5, episodes=3, warmup=1)
+    assert res.interrupted and res.model is not None and len(res.records) == 3
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_second_ctrl_c_while_finishing_aborts(monkeypatch):
+    compress_mod = importlib.import_module("onnx_amc.compress")  # the attribute is the function
+    from onnx_amc import compress
+
+    def final_latency(*args):
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+        raise AssertionError("the second Ctrl-C should have raised")
+
+    monkeypatch.setattr(compress_mod, "_final_latency", final_latency)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        compress(str(MODEL), calib=str(CALIB), flops=0.5, episodes=2, warmup=1)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_ctrl_c_before_any_episode_is_one_line_and_leaves_no_log(tmp_path, monkeypatch):
+    """Nothing to keep yet: one line ("interrupted", no "keeping the best candidate"), exit
+    130, and no settings-only log left beside OUT."""
+    from click.testing import CliRunner
+
+    from onnx_amc.cli import main
+    from onnx_amc.scoring import CandidateScorer
+
+    def scored(self, policy):
+        signal.raise_signal(signal.SIGINT)
+        raise AssertionError("the Ctrl-C should have raised")
+
+    monkeypatch.setattr(CandidateScorer, "__call__", scored)
+    out = tmp_path / "z.onnx"
+    res = CliRunner().invoke(main, ["compress", str(MODEL), "-o", str(out), "--calib",
+                                    str(CALIB), "--flops", "0.5", "--episodes", "3",
+                                    "--warmup", "1", "--no-progress"])
+    assert res.exit_code == 130, res.output
+    assert res.stderr.strip().splitlines() == ["onnx-amc: interrupted"]
+    assert list(tmp_path.iterdir()) == []

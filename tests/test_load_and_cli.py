@@ -119,6 +119,68 @@ def test_usage_error_is_exit_2():
     assert r.returncode == 2
 
 
+@pytest.mark.parametrize("args,needle", [
+    (["prune"], "Missing argument 'MODEL'"),
+    (["prune", "{m}", "-o", "{d}/o.onnx", "--keep", "abc"], "'abc' is not a valid number"),
+    (["prune", "{m}", "-o", "{d}/o.onnx", "--keep", "nan"], "not a finite number"),
+    (["prune", "{m}", "-o", "{d}/o.onnx", "--keep", "0.5", "--seed", "-1"], "--seed"),
+    (["nosuchcommand"], "No such command"),
+    (["--nosuchoption"], "No such option"),
+    (["compress", "{m}", "-o", "{d}/o.onnx", "--calib", "{d}/c.npz", "--flops", "inf"],
+     "not a finite number"),
+    (["compress", "{m}", "-o", "{d}/o.onnx", "--calib", "{d}/c.npz", "--latency", "0.5",
+      "--profile-time", "nan"], "not a finite number"),
+    (["profile", "--out", "{d}/p.json", "--time-budget", "nan"], "not a finite number"),
+    (["profile", "--out", "{d}/p.json", "--seed", "-1"], "--seed"),
+])
+def test_click_usage_errors_are_one_line_exit_2(tmp_path, small_model, args, needle):
+    """Click prints usage, a hint and the error on four lines; the contract is one line."""
+    r = _run(*[a.format(m=small_model, d=tmp_path) for a in args])
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
+    assert not (tmp_path / "o.onnx").exists() and not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    # An output onto another input of the command: the policy, the calibration data, the
+    # model's own external data, a report file that is the model.
+    (["prune", "{m}", "-o", "{d}/pol.json", "--policy", "{d}/pol.json"], "is an input"),
+    (["prune", "{m}", "-o", "{d}/c.npz", "--keep", "0.5", "--calib", "{d}/c.npz"],
+     "is an input"),
+    (["prune", "{d}/ext.onnx", "-o", "{d}/w.bin", "--keep", "0.5"], "is an input"),
+    (["evaluate", "{d}/rep/report.json", "--calib", "{d}/c.npz", "--report", "{d}/rep"],
+     "is an input"),
+    (["profile", "--model", "{m}", "--out", "{m}"], "is an input"),
+    # A sidecar of OUT that is the model (compress writes OUT.policy.json beside OUT).
+    (["compress", "{d}/v.onnx.policy.json", "-o", "{d}/v.onnx", "--calib", "{d}/c.npz",
+      "--flops", "0.5"], "is an input"),
+    # Outputs that cannot be written, found before any work.
+    (["compress", "{m}", "-o", "{d}/s.onnx", "--calib", "{d}/c.npz", "--flops", "0.5"],
+     "is a folder"),
+    (["prune", "{m}", "-o", "{d}/o.onnx", "--keep", "0.5", "--report", "{d}/rr"],
+     "is a folder"),
+    (["prune", "{m}", "-o", "/proc/o.onnx", "--keep", "0.5"], "cannot write into folder"),
+])
+def test_no_output_overwrites_an_input_or_is_left_half_written(tmp_path, small_model, args,
+                                                               needle):
+    m = onnx.load(str(small_model))
+    external_data_helper.convert_model_to_external_data(m, location="w.bin", size_threshold=0)
+    onnx.save(m, str(tmp_path / "ext.onnx"))
+    (tmp_path / "pol.json").write_text(json.dumps({}))
+    (tmp_path / "c.npz").write_bytes(b"PK not really")
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep" / "report.json").write_bytes(small_model.read_bytes())
+    (tmp_path / "v.onnx.policy.json").write_bytes(small_model.read_bytes())
+    (tmp_path / "s.onnx.policy.json").mkdir()
+    (tmp_path / "rr" / "report.json").mkdir(parents=True)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    r = _run(*[a.format(m=small_model, d=tmp_path) for a in args])
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # nothing overwritten, nothing new (no sidecar, no temp file)
+
+
 def test_graph_ops_imports_no_runtime_or_rl():
     code = ("import sys, graph_ops; bad = [m for m in ('onnxruntime', 'torch', 'gymnasium', "
             "'stable_baselines3') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")

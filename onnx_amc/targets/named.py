@@ -76,8 +76,10 @@ def resolve_target(spec: str | None) -> TargetSpec:
             raise InputError(f"--target {spec}: expected ssh://[user@]host[:port]")
         return TargetSpec("ssh", spec, None, "measured", url=spec)
     looks_like_path = spec.endswith(".json") or "/" in spec or spec.startswith(".")
-    if looks_like_path:
+    if looks_like_path or Path(spec).exists():
         path = Path(spec)
+        if path.is_dir():
+            raise InputError(f"--target {spec}: is a folder, not a profile file")
         if not path.is_file():
             raise InputError(f"--target {spec}: no such profile file")
         prof = load_profile(path)

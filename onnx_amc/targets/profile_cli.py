@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from onnx_amc.cli_types import FiniteRange, check_outputs, external_data_files
 from onnx_amc.errors import InputError
 
 __all__ = ["profile_command"]
@@ -59,17 +60,17 @@ def _summary(prof: dict, out: Path) -> list[str]:
               help="Model to profile (default: a generic grid of common shapes).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="Where to write the profile JSON.")
-@click.option("--threads", type=int, default=1, show_default=True,
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ONNX Runtime intra-op threads (use what deployment will use).")
 @click.option("--ep", "ep", default="CPUExecutionProvider", show_default=True,
               help="ONNX Runtime execution provider(s), e.g. xnnpack (CPU is the fallback).")
-@click.option("--time-budget", "time_budget", type=float, default=600.0, show_default=True,
-              help="Soft cap in seconds.")
+@click.option("--time-budget", "time_budget", type=FiniteRange(min=0, min_open=True),
+              default=600.0, show_default=True, help="Soft cap in seconds.")
 @click.option("--round-to", "round_to", type=int, default=8, show_default=True,
               help="Keep counts the search will use are multiples of this.")
 @click.option("--input-shape", "input_shape", multiple=True,
               help="Pin dynamic input dims: NAME=D1,D2,...")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def profile_command(model: str | None, out: str, threads: int, ep: str, time_budget: float,
                     round_to: int, input_shape: tuple[str, ...], seed: int) -> None:
     """Measure per-op latency on this device into PROFILE.json, for --target PROFILE.json."""
@@ -83,10 +84,7 @@ def profile_command(model: str | None, out: str, threads: int, ep: str, time_bud
         raise InputError(f"output folder '{out_path.parent}' does not exist")
     if model is not None and not Path(model).is_file():
         raise InputError(f"model '{model}' does not exist")
-    if threads < 1:
-        raise InputError(f"--threads must be >= 1, got {threads}")
-    if time_budget <= 0:
-        raise InputError(f"--time-budget must be > 0, got {time_budget}")
+    check_outputs([out_path], [model, *(external_data_files(model) if model else [])])
     if round_to < 1:
         raise InputError(f"--round-to must be >= 1, got {round_to}")
     shapes = _parse_shapes(input_shape)
