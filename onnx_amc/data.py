@@ -9,10 +9,11 @@ not after an hour of search.
 Supported sources
 -----------------
 ``.npz``
-    One array per model input, keyed by the input name, batch axis first.  An optional
-    ``labels`` array (1-D non-negative integer class indices, one per sample; floats
-    holding whole numbers are accepted) enables accuracy metrics.  Any other
-    key is an error (a misspelt input name would otherwise be silently ignored).
+    A zip (``np.savez``) of one array per model input, keyed by the input name, batch
+    axis first.  An optional ``labels`` array (1-D non-negative integer class indices,
+    one per sample; floats holding whole numbers are accepted) enables accuracy metrics;
+    labels beyond the model's classes are refused.  Any other key is an error (a
+    misspelt input name would otherwise be silently ignored).
 ``.npy``
     A single array for a single-input model.  No labels.
 directory of images
@@ -37,18 +38,26 @@ Axis 0 is the sample axis and is never checked against the model (the evaluator 
 sample by sample for models with a fixed batch of 1).  The remaining axes must have
 the model's rank and match every static dimension; dynamic dimensions accept anything.
 
+Values must be finite: a NaN or Inf in the calibration inputs would silently turn every
+candidate's score (and the reconstruction's least squares) into noise.
+
 Security: ``np.load`` is always called with ``allow_pickle=False``; calibration files
-are untrusted input.
+are untrusted input.  Before loading, the leading bytes must be a zip (``.npz``) or
+``.npy`` magic, and every ``.npy`` header must declare exactly as much data as the file
+(or zip member) holds, so that a corrupt or hostile header cannot make numpy allocate
+terabytes.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import zipfile
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 import numpy as np
 import onnx
@@ -63,6 +72,7 @@ __all__ = [
     "CalibrationSet",
     "ImageOptions",
     "InputSpec",
+    "check_label_range",
     "input_specs_from_model",
     "load_calibration",
     "split_calibration",
@@ -78,6 +88,13 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 
 LABELS_KEY = "labels"
 
+_NPY_MAGIC = np.lib.format.MAGIC_PREFIX  # b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
+#: What reading a damaged zip member raises: ``zlib.error`` for a bad deflate stream,
+#: ``BadZipFile`` for a CRC mismatch, ``EOFError`` for a short member, ``RuntimeError`` for
+#: an encrypted one (``NotImplementedError``, a subclass, for an unknown compression).
+_ZIP_READ_ERRORS = (OSError, EOFError, RuntimeError, zipfile.BadZipFile, zlib.error)
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -85,11 +102,18 @@ class InputSpec:
 
     ``shape`` holds ``None`` for dynamic dimensions (``dim_param`` or unknown); it is
     ``None`` itself when the model does not even declare a rank.
+
+    ``classifier`` is ``(output name, number of classes)`` of the model output that the
+    metrics score labels on, when the declared output shapes settle it (the same on every
+    spec of one model).  It is carried here so that :func:`load_calibration` can refuse
+    labels beyond the model's classes on the whole set, before any work; ``None`` leaves
+    that check to the evaluator, which sees the real outputs.
     """
 
     name: str
     dtype: np.dtype
     shape: tuple[int | None, ...] | None
+    classifier: tuple[str, int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -200,7 +224,39 @@ def input_specs_from_model(model: onnx.ModelProto) -> list[InputSpec]:
         specs.append(InputSpec(name=value.name, dtype=dtype, shape=shape))
     if not specs:
         raise InputError("model has no data inputs")
-    return specs
+    classifier = _declared_classifier(model, specs)
+    return [InputSpec(s.name, s.dtype, s.shape, classifier) for s in specs]
+
+
+def _declared_classifier(
+    model: onnx.ModelProto, specs: Sequence[InputSpec]
+) -> tuple[str, int] | None:
+    """``(name, classes)`` of the first classifier-shaped output (the rule of
+    :func:`onnx_amc.metrics.first_classifier_output`) if the declared shapes settle it.
+
+    Any doubt gives ``None`` (no check at load time), never a wrong answer: an earlier output
+    of unknown shape may turn out classifier-shaped, and an output whose axis 0 is a static
+    size other than the inputs' batch is moved by the evaluator (sequence-first heads).
+    """
+    batches = {s.shape[0] for s in specs if s.shape and s.shape[0] is not None}
+    for out in model.graph.output:
+        if out.type.WhichOneof("value") != "tensor_type":
+            return None
+        ttype = out.type.tensor_type
+        if not ttype.HasField("shape"):
+            return None
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in ttype.shape.dim]
+        if len(dims) < 2:
+            continue  # scalars and vectors are never classifier-shaped
+        if any(d is None for d in dims[1:]):
+            return None
+        if dims[1] < 2 or any(d != 1 for d in dims[2:]):
+            continue
+        if dims[0] is not None and batches != {dims[0]}:
+            return None
+        return out.name, int(dims[1])
+    return None
 
 
 # --------------------------------------------------------------------------- loading
@@ -252,12 +308,21 @@ def load_calibration(
             "expected .npz, .npy or a directory of images"
         )
 
+    raw_dtypes = {name: arr.dtype for name, arr in inputs.items()}
     inputs = {spec.name: _conform(p, spec, inputs[spec.name]) for spec in input_specs}
     n = _common_length(p, inputs)
     if labels is not None:
         labels = _check_labels(p, labels, n)
+        if input_specs[0].classifier is not None:
+            check_label_range(str(p), labels, None, *input_specs[0].classifier)
     if n == 0:
         raise InputError(f"calibration data '{p}' contains no samples")
+    # Warned only now: a warning followed by an error would break the one-line contract.
+    for name, arr in inputs.items():
+        if raw_dtypes[name] == np.float64 and arr.dtype == np.float32:
+            logger.warning(
+                "calibration array '%s' in %s is float64; casting to the model's float32", name, p
+            )
 
     calib = CalibrationSet(inputs=inputs, labels=labels, source=str(p))
     if size is not None:
@@ -276,6 +341,59 @@ def _take_first(n: int, size: int, seed: int, p: Path) -> np.ndarray:
     return order[:size]
 
 
+def _fmt_bytes(n: int) -> str:
+    size, unit = float(n), "bytes"
+    for bigger in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if abs(size) < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{n} bytes" if unit == "bytes" else f"{size:.2f} {unit}"
+
+
+def _leading_bytes(p: Path) -> bytes:
+    try:
+        with p.open("rb") as f:
+            return f.read(len(_NPY_MAGIC))
+    except OSError as exc:
+        raise InputError(f"cannot read calibration file '{p}': {exc.strerror or exc}") from exc
+
+
+def _check_npy_header(fp: IO[bytes], total: int, what: str) -> None:
+    """Refuse the ``.npy`` stream ``fp`` (``total`` bytes long) unless its header is valid,
+    declares no object array and declares exactly the data that follows it.
+
+    Why: numpy allocates what the header declares before reading a byte of data, so a
+    corrupt header asking for terabytes ends in ``MemoryError``, and ``NpzFile`` hands a
+    member without the ``.npy`` magic back as raw ``bytes`` instead of refusing it.
+    """
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:  # 3.0 only exists for structured dtypes with non-latin-1 field names
+            raise InputError(
+                f"{what} uses .npy format {version[0]}.{version[1]}; numeric arrays are "
+                "written as format 1.0 or 2.0"
+            )
+        header_len = fp.tell()
+    except (ValueError, EOFError) as exc:  # bad magic, truncated or malformed header
+        raise InputError(f"{what} is not a .npy array: {exc}") from exc
+    if dtype.hasobject:
+        raise InputError(
+            f"{what} holds object arrays, which cannot be read without pickle (refused for "
+            "safety)"
+        )
+    declared = math.prod(shape) * dtype.itemsize
+    stored = total - header_len
+    if declared != stored:
+        raise InputError(
+            f"{what} declares shape {list(shape)} of {dtype} ({_fmt_bytes(declared)}) but "
+            f"holds {_fmt_bytes(stored)} of data; the file is truncated or corrupt"
+        )
+
+
 def _safe_np_load(p: Path) -> np.ndarray | np.lib.npyio.NpzFile:
     try:
         return np.load(p, allow_pickle=False)
@@ -289,12 +407,33 @@ def _safe_np_load(p: Path) -> np.ndarray | np.lib.npyio.NpzFile:
         raise InputError(f"calibration file '{p}' is not a valid numpy file: {exc}") from exc
 
 
+def _npz_member(p: Path, zf: zipfile.ZipFile, key: str) -> str:
+    """Check the zip member behind ``NpzFile`` key ``key`` and return its name."""
+    name = key if key in zf.namelist() else f"{key}.npy"  # how NpzFile maps keys to members
+    info = zf.getinfo(name)
+    what = f"'{name}' in '{p}'"
+    try:
+        with zf.open(info) as fp:
+            _check_npy_header(fp, info.file_size, what)
+    except _ZIP_READ_ERRORS as exc:
+        raise InputError(f"{what} is corrupt: {exc}") from exc
+    return name
+
+
 def _read_npz(
     p: Path, specs: Sequence[InputSpec]
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    data = _safe_np_load(p)
-    if not isinstance(data, np.lib.npyio.NpzFile):
+    head = _leading_bytes(p)
+    if head.startswith(_NPY_MAGIC):
         raise InputError(f"calibration file '{p}' has extension .npz but holds a single array")
+    if not head.startswith(_ZIP_MAGICS):
+        raise InputError(
+            f"calibration file '{p}' is not an .npz archive (a zip of .npy arrays, as written "
+            "by numpy.savez)"
+        )
+    data = _safe_np_load(p)
+    if not isinstance(data, np.lib.npyio.NpzFile):  # pragma: no cover - the magic says zip
+        raise InputError(f"calibration file '{p}' is not an .npz archive")
     with data:
         keys = list(data.files)
         names = [s.name for s in specs]
@@ -310,16 +449,18 @@ def _read_npz(
                 f"calibration file '{p}' has unexpected array(s) {extra}; expected one per "
                 f"model input {names} and optionally '{LABELS_KEY}'"
             )
-        try:
-            inputs = {n: data[n] for n in names}
-            labels = data[label_key] if label_key is not None and label_key in keys else None
-        except ValueError as exc:
-            raise InputError(
-                f"calibration file '{p}' holds object arrays, refused for safety: {exc}"
-            ) from exc
-        except (OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise InputError(f"calibration file '{p}' is corrupt: {exc}") from exc
-    return inputs, labels
+        wanted = names + ([label_key] if label_key is not None and label_key in keys else [])
+        arrays: dict[str, np.ndarray] = {}
+        for key in wanted:
+            member = _npz_member(p, data.zip, key)
+            try:
+                arrays[key] = data[key]
+            except (ValueError, *_ZIP_READ_ERRORS) as exc:  # the header was fine: damaged data
+                raise InputError(f"'{member}' in '{p}' is corrupt: {exc}") from exc
+            except MemoryError as exc:  # consistent sizes, but too big (e.g. a zip bomb)
+                raise InputError(f"'{member}' in '{p}' is too large to load into memory") from exc
+    labels = arrays.pop(label_key) if label_key is not None and label_key in arrays else None
+    return arrays, labels
 
 
 def _read_npy(
@@ -330,8 +471,21 @@ def _read_npy(
             f"calibration file '{p}' is a single .npy array but the model has "
             f"{len(specs)} inputs {[s.name for s in specs]}; use an .npz keyed by input name"
         )
-    arr = _safe_np_load(p)
-    if not isinstance(arr, np.ndarray):
+    head = _leading_bytes(p)
+    if head.startswith(_ZIP_MAGICS):
+        raise InputError(f"calibration file '{p}' has extension .npy but is an archive")
+    if not head.startswith(_NPY_MAGIC):
+        raise InputError(f"calibration file '{p}' is not an .npy file (as written by numpy.save)")
+    try:
+        with p.open("rb") as fp:
+            _check_npy_header(fp, p.stat().st_size, f"calibration file '{p}'")
+    except OSError as exc:
+        raise InputError(f"cannot read calibration file '{p}': {exc.strerror or exc}") from exc
+    try:
+        arr = _safe_np_load(p)
+    except MemoryError as exc:
+        raise InputError(f"calibration file '{p}' is too large to load into memory") from exc
+    if not isinstance(arr, np.ndarray):  # pragma: no cover - the magic says .npy
         raise InputError(f"calibration file '{p}' has extension .npy but is an archive")
     return {specs[0].name: arr}, None
 
@@ -341,7 +495,8 @@ def _fmt_shape(shape: Iterable[int | None]) -> str:
 
 
 def _conform(p: Path, spec: InputSpec, arr: np.ndarray) -> np.ndarray:
-    """Check ``arr`` against ``spec`` (shape after axis 0, dtype) and cast if allowed."""
+    """Check ``arr`` against ``spec`` (shape after axis 0, dtype, finite values) and cast if
+    allowed."""
     if arr.dtype.hasobject or arr.dtype.kind in "SUVMm":
         raise InputError(
             f"calibration array '{spec.name}' in '{p}' has non-numeric dtype {arr.dtype}"
@@ -364,10 +519,26 @@ def _conform(p: Path, spec: InputSpec, arr: np.ndarray) -> np.ndarray:
                 f"but the model input is {_fmt_shape(spec.shape)} (mismatch on axis "
                 f"{', '.join(map(str, bad))})"
             )
-    return _cast(p, spec, arr)
+    out = _cast(p, spec, arr)
+    _check_finite(p, spec.name, out)
+    return out
+
+
+def _check_finite(p: Path | str, name: str, arr: np.ndarray) -> None:
+    """Refuse NaN/Inf (checked after the cast: float64 values beyond float32 become Inf)."""
+    if arr.dtype.kind not in "fc":
+        return
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise InputError(
+            f"calibration array '{name}' in '{p}' has {bad} non-finite value(s) (NaN or Inf) "
+            f"out of {arr.size}; clean or drop those samples"
+        )
 
 
 def _cast(p: Path | str, spec: InputSpec, arr: np.ndarray) -> np.ndarray:
+    """``arr`` as the model's dtype when the cast keeps its meaning (see module docs); the
+    caller warns about float64 -> float32."""
     want = np.dtype(spec.dtype)
     if arr.dtype == want:
         return arr
@@ -375,10 +546,8 @@ def _cast(p: Path | str, spec: InputSpec, arr: np.ndarray) -> np.ndarray:
     if same_family and np.can_cast(arr.dtype, want, casting="safe"):
         return arr.astype(want)
     if arr.dtype == np.float64 and want == np.float32:
-        logger.warning(
-            "calibration array '%s' in %s is float64; casting to the model's float32", spec.name, p
-        )
-        return arr.astype(np.float32)
+        with np.errstate(over="ignore"):  # values beyond float32 become Inf: refused next
+            return arr.astype(np.float32)
     raise InputError(
         f"calibration array '{spec.name}' in '{p}' has dtype {arr.dtype} but the model "
         f"input expects {want}; convert the data (only lossless casts and float64->float32 "
@@ -420,6 +589,40 @@ def _check_labels(p: Path | str, labels: np.ndarray, n: int) -> np.ndarray:
     if labels.size and labels.min() < 0:
         raise InputError(f"labels in '{p}' contain negative class indices")
     return labels.astype(np.int64)
+
+
+def check_label_range(
+    source: str,
+    labels: np.ndarray | None,
+    class_names: Sequence[str] | None,
+    output: str,
+    classes: int,
+) -> None:
+    """Refuse labels that are not class indices of the model's classifier output.
+
+    Why: the metrics index the ``[N, classes]`` scores with the labels, so a label beyond
+    them ends in an ``IndexError`` mid-run (a negative one silently scores the wrong
+    class).  Image folders are judged by their number of class subfolders, so that every
+    part of a split fails alike, even one that holds no image of the surplus classes.
+
+    Raises:
+        InputError: naming ``source``, the largest label and ``output``.
+    """
+    if class_names is not None and len(class_names) > classes:
+        raise InputError(
+            f"image folder '{source}' has {len(class_names)} class subfolders but the model's "
+            f"output '{output}' has {classes} classes"
+        )
+    if labels is None or not len(labels):
+        return
+    top = int(np.max(labels))
+    if top >= classes:
+        raise InputError(
+            f"labels in '{source}' go up to {top} but the model's output '{output}' has "
+            f"{classes} classes (labels are class indices 0..{classes - 1})"
+        )
+    if int(np.min(labels)) < 0:
+        raise InputError(f"labels in '{source}' contain negative class indices")
 
 
 # --------------------------------------------------------------------------- images
@@ -482,12 +685,23 @@ def _image_geometry(p: Path, spec: InputSpec, opts: ImageOptions) -> _ImageGeome
         height, width = int(shape[h_axis]), int(shape[w_axis])  # type: ignore[arg-type]
     if height <= 0 or width <= 0:
         raise InputError(f"image size must be positive, got {height}x{width}")
+    defaults = ImageOptions()
     for label, vals in (("mean", opts.mean), ("std", opts.std)):
-        if len(vals) not in (1, channels):
+        if len(vals) in (1, channels):
+            continue
+        if vals == getattr(defaults, label):
+            # The user never passed it: name the default rather than a count they never gave.
             raise InputError(
-                f"image {label} has {len(vals)} values but model input '{spec.name}' has "
-                f"{channels} channel(s)"
+                f"model input '{spec.name}' has {channels} channel(s) but the default ImageNet "
+                f"mean/std has {len(vals)} values; pass --mean and --std with {channels} "
+                f"value{'s' if channels > 1 else ''} each, as the model was trained with"
             )
+        raise InputError(
+            f"image {label} has {len(vals)} values but model input '{spec.name}' has "
+            f"{channels} channel(s)"
+        )
+    if not all(math.isfinite(v) for v in (*opts.mean, *opts.std, opts.scale)):
+        raise InputError("image mean, std and scale must be finite numbers")
     if any(s == 0 for s in opts.std):
         raise InputError("image std values must be non-zero")
     return _ImageGeometry(height, width, channels, layout)
@@ -499,6 +713,26 @@ def _list_images(folder: Path) -> list[Path]:
         for f in folder.iterdir()
         if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS
     )
+
+
+def _collect_images(p: Path) -> tuple[list[Path], list[int] | None, tuple[str, ...] | None]:
+    """Image files of ``p`` with their labels and class names (see module docs); logs nothing,
+    so that a later error stays the only line."""
+    subdirs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs = [d for d in subdirs if _list_images(d)]
+    if not class_dirs:
+        return _list_images(p), None, None
+    files: list[Path] = []
+    labels: list[int] = []
+    for idx, d in enumerate(class_dirs):
+        imgs = _list_images(d)
+        files.extend(imgs)
+        labels.extend([idx] * len(imgs))
+    return files, labels, tuple(d.name for d in class_dirs)
+
+
+class _UnreadableImageError(Exception):
+    """Pillow could not decode one image; the message says why."""
 
 
 def _load_image_folder(
@@ -519,6 +753,14 @@ def _load_image_folder(
             f"image folder '{p}' produces float pixels but model input '{spec.name}' is "
             f"{np.dtype(spec.dtype)}; use an .npz instead"
         )
+    # Before the preprocessing checks: how to decode images is moot when there are none.
+    files, labels_list, class_names = _collect_images(p)
+    if not files:
+        raise InputError(
+            f"image folder '{p}' contains no images (extensions: {sorted(IMAGE_EXTENSIONS)})"
+        )
+    if spec.classifier is not None:
+        check_label_range(str(p), None, class_names, *spec.classifier)
     geom = _image_geometry(p, spec, opts)
 
     try:
@@ -526,18 +768,36 @@ def _load_image_folder(
     except ImportError as exc:  # pragma: no cover - Pillow is a declared dependency
         raise InputError("reading image folders needs Pillow (pip install pillow)") from exc
 
-    subdirs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
-    class_dirs = [d for d in subdirs if _list_images(d)]
-    files: list[Path]
-    labels_list: list[int] | None
-    class_names: tuple[str, ...] | None
-    if class_dirs:
-        class_names = tuple(d.name for d in class_dirs)
-        files, labels_list = [], []
-        for idx, d in enumerate(class_dirs):
-            imgs = _list_images(d)
-            files.extend(imgs)
-            labels_list.extend([idx] * len(imgs))
+    order = np.arange(len(files))
+    if size is not None:
+        order = np.random.default_rng(seed).permutation(len(files))
+    wanted = len(files) if size is None else min(size, len(files))
+
+    # Decode in shuffled order and stop once enough images decoded, so that
+    # --calib-size 500 on ImageNet-val does not decode 50k files.
+    arrays: list[np.ndarray] = []
+    kept: list[int] = []
+    unreadable: list[tuple[Path, str]] = []
+    for i in order:
+        if len(arrays) == wanted:
+            break
+        try:
+            arrays.append(_read_image(files[i], geom, opts))
+        except _UnreadableImageError as exc:
+            unreadable.append((files[i], str(exc)))
+            continue
+        kept.append(int(i))
+    if not arrays:
+        first, why = unreadable[0]
+        raise InputError(
+            f"image folder '{p}': none of the {len(files)} image files could be read "
+            f"(first: {first.relative_to(p)}: {why})"
+        )
+    batch = np.stack(arrays).astype(spec.dtype, copy=False)
+    _check_finite(p, spec.name, batch)  # e.g. a tiny --std overflowing float32
+
+    # Logged only now that the folder is usable: a warning before an error would make two lines.
+    if class_names is not None:
         loose = _list_images(p)
         if loose:
             logger.warning(
@@ -546,56 +806,33 @@ def _load_image_folder(
                 p,
             )
         logger.info("image folder %s: %d classes %s", p, len(class_names), class_names[:10])
-    else:
-        class_names, labels_list = None, None
-        files = _list_images(p)
-    if not files:
-        raise InputError(
-            f"image folder '{p}' contains no images (extensions: {sorted(IMAGE_EXTENSIONS)})"
+    if size is not None and size > len(files):
+        logger.warning(
+            "calibration size %d exceeds the %d images in %s; using all of them",
+            size,
+            len(files),
+            p,
         )
-
-    order = np.arange(len(files))
-    if size is not None:
-        if size > len(files):
-            logger.warning(
-                "calibration size %d exceeds the %d images in %s; using all of them",
-                size,
-                len(files),
-                p,
-            )
-        order = np.random.default_rng(seed).permutation(len(files))
-    wanted = len(files) if size is None else min(size, len(files))
-
-    # Decode in shuffled order and stop once enough images decoded, so that
-    # --calib-size 500 on ImageNet-val does not decode 50k files.
-    arrays: list[np.ndarray] = []
-    kept: list[int] = []
-    unreadable: list[Path] = []
-    for i in order:
-        if len(arrays) == wanted:
-            break
-        img = _read_image(files[i], geom, opts)
-        if img is None:
-            unreadable.append(files[i])
-            continue
-        arrays.append(img)
-        kept.append(int(i))
     if unreadable:
         logger.warning(
-            "skipped %d unreadable image(s) in %s (first: %s)", len(unreadable), p, unreadable[0]
+            "skipped %d unreadable image(s) in %s (first: %s: %s)",
+            len(unreadable),
+            p,
+            unreadable[0][0],
+            unreadable[0][1],
         )
-    if not arrays:
-        raise InputError(f"image folder '{p}': none of the {len(files)} image files could be read")
-
-    batch = np.stack(arrays).astype(spec.dtype, copy=False)
     labels = None if labels_list is None else np.asarray(labels_list, dtype=np.int64)[kept]
     return CalibrationSet(
         inputs={spec.name: batch}, labels=labels, source=str(p), class_names=class_names
     )
 
 
-def _read_image(f: Path, geom: _ImageGeometry, opts: ImageOptions) -> np.ndarray | None:
-    """Decode, resize, crop and normalise one image; ``None`` if Pillow cannot read it."""
+def _read_image(f: Path, geom: _ImageGeometry, opts: ImageOptions) -> np.ndarray:
+    """Decode, resize, crop and normalise one image.
+
+    Raises:
+        _UnreadableImageError: Pillow cannot read it (the caller skips it).
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -612,7 +849,7 @@ def _read_image(f: Path, geom: _ImageGeometry, opts: ImageOptions) -> np.ndarray
         SyntaxError,
     ) as exc:
         logger.debug("cannot read image %s: %s", f, exc)
-        return None
+        raise _UnreadableImageError(str(exc) or type(exc).__name__) from exc
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if geom.channels == 3 and opts.channel_order == "BGR":

@@ -29,10 +29,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnx_amc.data import CalibrationSet
+from onnx_amc.data import CalibrationSet, check_label_range
 from onnx_amc.errors import InputError
 from onnx_amc.latency import make_session
-from onnx_amc.metrics import Metrics
+from onnx_amc.metrics import Metrics, first_classifier_output
 
 __all__ = ["CandidateEvaluator", "Evaluator"]
 
@@ -90,8 +90,9 @@ class Evaluator:
         providers: onnxruntime execution providers.
 
     Raises:
-        InputError: the original model cannot be loaded or fails on ``calib``, or the
-            calibration inputs do not match the model's inputs.
+        InputError: the original model cannot be loaded or fails on ``calib``, the
+            calibration inputs do not match the model's inputs, or the labels are not
+            class indices of the model's classifier output.
     """
 
     def __init__(
@@ -132,6 +133,10 @@ class Evaluator:
             ) from exc
         for arr in self._reference.values():
             arr.setflags(write=False)
+        label_output = first_classifier_output(self._reference)
+        if label_output is not None:  # the load-time check may not have known the classes
+            check_label_range(calib.source, calib.labels, calib.class_names, label_output,
+                              int(self._reference[label_output].shape[1]))
         self.reference_metrics = Metrics.compute(self._reference, self._reference, calib.labels)
         logger.info(
             "reference outputs for %d samples computed in %.2fs (original %s = %.4f)",

@@ -5,7 +5,11 @@ The model builders at the top are reused by the metrics/latency/evaluate tests.
 
 from __future__ import annotations
 
+import io
 import logging
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,10 @@ from onnx_amc.data import (
     split_calibration,
 )
 from onnx_amc.errors import InputError
+from onnx_amc.evaluate import Evaluator
+
+ASSETS = Path(__file__).resolve().parents[1] / "onnx_amc" / "assets"
+CLI = [sys.executable, "-m", "onnx_amc.cli"]
 
 # --------------------------------------------------------------------------- model builders
 
@@ -138,13 +146,14 @@ def test_npy_single_input(tmp_path: Path, clf: onnx.ModelProto) -> None:
     assert len(calib) == 4 and calib.labels is None
 
 
-def test_size_is_seeded_shuffle(tmp_path: Path, clf: onnx.ModelProto) -> None:
+def test_size_is_seeded_shuffle(tmp_path: Path) -> None:
+    clf20 = make_classifier(classes=20)  # the labels double as sample ids: 20 classes
     f = tmp_path / "c.npz"
     x = _x(20)
     np.savez(f, x=x, labels=np.arange(20))
-    a = load_calibration(f, specs(clf), size=6, seed=3)
-    b = load_calibration(f, specs(clf), size=6, seed=3)
-    c = load_calibration(f, specs(clf), size=6, seed=4)
+    a = load_calibration(f, specs(clf20), size=6, seed=3)
+    b = load_calibration(f, specs(clf20), size=6, seed=3)
+    c = load_calibration(f, specs(clf20), size=6, seed=4)
     assert len(a) == 6
     np.testing.assert_array_equal(a.labels, b.labels)
     assert not np.array_equal(a.labels, c.labels)
@@ -266,6 +275,124 @@ def test_bad_size(tmp_path: Path, clf: onnx.ModelProto) -> None:
         load_calibration(tmp_path, specs(clf), size=0)
 
 
+def test_labels_beyond_the_model_classes_are_refused_at_load(
+    tmp_path: Path, clf: onnx.ModelProto
+) -> None:
+    assert specs(clf)[0].classifier == ("logits", 5)
+    f = tmp_path / "c.npz"
+    np.savez(f, x=_x(3), labels=np.array([0, 7, 2]))
+    with pytest.raises(InputError) as exc:
+        load_calibration(f, specs(clf))
+    msg = _one_line(exc)
+    assert "c.npz" in msg and "go up to 7" in msg and "output 'logits' has 5 classes" in msg
+
+
+def test_evaluator_refuses_labels_beyond_classes_the_shapes_did_not_declare() -> None:
+    model = make_classifier()
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "C"  # classes unknown
+    assert input_specs_from_model(model)[0].classifier is None
+    calib = CalibrationSet(inputs={"x": _x(3)}, labels=np.array([0, 5, 1]), source="mem")
+    with pytest.raises(InputError, match="'mem' go up to 5 .*'logits' has 5 classes"):
+        Evaluator(model, calib)
+
+
+@pytest.mark.parametrize(
+    "setup",
+    ["float32 nan/inf", "float64 nan", "float64 beyond float32"],
+)
+def test_non_finite_inputs_are_refused(
+    tmp_path: Path, clf: onnx.ModelProto, setup: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    x = _x(4, np.float64 if setup.startswith("float64") else np.float32)
+    if setup == "float64 beyond float32":
+        x[1, 0, 0, :3] = 1e300
+    else:
+        x[0, 0, 0, 0] = np.nan
+        x[1, 0, 0, :2] = [np.inf, -np.inf]
+    f = tmp_path / "c.npz"
+    np.savez(f, x=x)
+    with caplog.at_level(logging.WARNING), pytest.raises(InputError) as exc:
+        load_calibration(f, specs(clf))
+    msg = _one_line(exc)
+    assert "'x'" in msg and "c.npz" in msg and "3 non-finite" in msg
+    assert not caplog.records  # no float64 warning before the error: one line only
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _huge_header_npy() -> bytes:
+    """A valid .npy header declaring 12 TiB of float32, followed by 64 bytes."""
+    buf = io.BytesIO()
+    header = {"descr": "<f4", "fortran_order": False, "shape": (2**30, 3, 32, 32)}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue() + bytes(64)
+
+
+def test_npz_member_that_is_not_npy_is_refused(tmp_path: Path, clf: onnx.ModelProto) -> None:
+    f = tmp_path / "junk_member.npz"
+    with zipfile.ZipFile(f, "w") as zf:
+        zf.writestr("x.npy", b"junk bytes, no .npy magic")
+    with pytest.raises(InputError) as exc:  # not AttributeError on the member's raw bytes
+        load_calibration(f, specs(clf))
+    msg = _one_line(exc)
+    assert "'x.npy' in" in msg and "junk_member.npz' is not a .npy array" in msg
+
+
+@pytest.mark.parametrize(
+    ("name", "fragments"),
+    [
+        ("huge.npz", ["'x.npy' in", "declares shape [1073741824, 3, 32, 32]", "12.00 TiB"]),
+        ("huge.npy", ["huge.npy' declares shape [1073741824, 3, 32, 32]", "64 bytes"]),
+        ("short.npy", ["declares shape [10, 3, 8, 8]", "truncated"]),
+        ("short.npz", ["'x.npy' in", "declares shape [10, 3, 8, 8]", "truncated"]),
+    ],
+)
+def test_npy_header_must_match_the_stored_size(
+    tmp_path: Path, clf: onnx.ModelProto, name: str, fragments: list[str]
+) -> None:
+    data = _huge_header_npy() if name.startswith("huge") else _npy_bytes(_x(10))[:-4]
+    f = tmp_path / name
+    if name.endswith(".npz"):
+        with zipfile.ZipFile(f, "w") as zf:
+            zf.writestr("x.npy", data)
+    else:
+        f.write_bytes(data)
+    with pytest.raises(InputError) as exc:  # not MemoryError / a reshape error
+        load_calibration(f, specs(clf))
+    msg = _one_line(exc)
+    for frag in fragments:
+        assert frag in msg
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        ("text.npz", b"a,b\n1,2\n", "text.npz' is not an .npz archive"),
+        ("empty.npz", b"", "empty.npz' is not an .npz archive"),
+        ("text.npy", b"a,b\n1,2\n", "text.npy' is not an .npy file"),
+        ("zip.npy", None, "zip.npy' has extension .npy but is an archive"),
+    ],
+)
+def test_magic_bytes_are_checked_before_loading(
+    tmp_path: Path, clf: onnx.ModelProto, name: str, content: bytes | None, fragment: str
+) -> None:
+    f = tmp_path / name
+    if content is None:
+        with zipfile.ZipFile(f, "w") as zf:
+            zf.writestr("x.npy", _npy_bytes(_x(2)))
+    else:
+        f.write_bytes(content)
+    with pytest.raises(InputError) as exc:
+        load_calibration(f, specs(clf))
+    msg = _one_line(exc)
+    assert fragment in msg
+    assert "pickle" not in msg
+
+
 # --------------------------------------------------------------------------- images
 
 
@@ -329,6 +456,8 @@ def test_image_size_subsample_and_grayscale(tmp_path: Path) -> None:
         ("corrupt", ImageOptions(), "none of the 2 image files could be read"),
         ("good", ImageOptions(mean=(0.1, 0.2)), "mean has 2 values"),
         ("good", ImageOptions(size=(9, 9)), "conflicts"),
+        ("good", ImageOptions(mean=(float("nan"),)), "must be finite"),
+        ("classes", ImageOptions(), "6 class subfolders but the model's output 'logits' has 5"),
     ],
 )
 def test_image_folder_errors(
@@ -341,9 +470,95 @@ def test_image_folder_errors(
         (root / "b.png").write_bytes(b"")
     elif setup == "good":
         _png(root / "a.png", (1, 2, 3))
+    elif setup == "classes":
+        for c in range(6):
+            _png(root / f"c{c}" / "a.png", (1, 2, 3))
     with pytest.raises(InputError) as exc:
         load_calibration(root, specs(clf), image_options=opts)
     assert fragment in _one_line(exc)
+
+
+def test_unreadable_only_folder_error_names_the_file_and_warns_nothing(
+    tmp_path: Path, clf: onnx.ModelProto, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "a.png").write_bytes(b"not a png")
+    with caplog.at_level(logging.WARNING), pytest.raises(InputError) as exc:
+        load_calibration(tmp_path, specs(clf), image_options=ImageOptions(), size=5)
+    msg = _one_line(exc)
+    assert "none of the 1 image files could be read (first: a.png: cannot identify" in msg
+    assert not caplog.records  # neither "skipped" nor "calibration size exceeds"
+
+
+@pytest.mark.parametrize("setup", ["empty", "no image files", "images"])
+def test_one_channel_model_with_default_mean(
+    tmp_path: Path, setup: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    gray = make_classifier(channels=1)
+    if setup == "no image files":
+        (tmp_path / "notes.txt").write_text("not an image")
+    elif setup == "images":
+        _png(tmp_path / "cls" / "a.png", (9, 9, 9))
+        _png(tmp_path / "loose.png", (9, 9, 9))  # ignored, but not warned about before the error
+    with caplog.at_level(logging.WARNING), pytest.raises(InputError) as exc:
+        load_calibration(tmp_path, specs(gray))
+    msg = _one_line(exc)
+    if setup == "images":
+        assert "the default ImageNet mean/std has 3 values" in msg
+        assert "--mean and --std with 1 value each" in msg
+        assert not caplog.records
+    else:  # the missing images are the problem to report, not the preprocessing
+        assert "contains no images" in msg
+
+
+def _cli(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("case", "fragment"),
+    [
+        ("evaluate", "go up to 99 but the model's output 'logits' has 10 classes"),
+        ("prune", "go up to 99 but the model's output 'logits' has 10 classes"),
+        ("compress", "go up to 99 but the model's output 'logits' has 10 classes"),
+        ("12 class folders", "has 12 class subfolders but the model's output 'logits' has 10"),
+        ("unreadable images", "none of the 1 image files could be read (first: a.png"),
+        ("no --mean", "default ImageNet mean/std has 3 values"),
+    ],
+)
+def test_cli_bad_calibration_is_one_line_exit_2(tmp_path: Path, case: str, fragment: str) -> None:
+    from PIL import Image
+
+    model = ASSETS / "digits_cnn.onnx"
+    with np.load(ASSETS / "digits_calib.npz") as d:
+        x, y = d["input"][:40], d["labels"][:40].copy()
+    y[0] = 99  # one bad label: refused however the data is later split
+    npz = tmp_path / "labels99.npz"
+    np.savez(npz, input=x, labels=y)
+    folder = tmp_path / "imgs"
+    gray = ["--mean", "0", "--std", "1"]
+    if case == "12 class folders":
+        for c in range(12):
+            (folder / f"c{c:02d}").mkdir(parents=True)
+            Image.new("L", (32, 32), 20 * c).save(folder / f"c{c:02d}" / "a.png")
+    elif case == "unreadable images":
+        folder.mkdir()
+        (folder / "a.png").write_bytes(b"not a png")
+    elif case == "no --mean":
+        folder.mkdir()
+        Image.new("L", (32, 32), 7).save(folder / "a.png")
+        gray = []
+    out = tmp_path / "out.onnx"
+    args: list[str | Path] = {
+        "evaluate": ["evaluate", model, "--calib", npz],
+        "prune": ["prune", model, "-o", out, "--keep", "0.5", "--calib", npz, "--reconstruct"],
+        "compress": ["compress", model, "-o", out, "--flops", "0.5", "--calib", npz,
+                     "--episodes", "2"],
+    }.get(case, ["evaluate", model, "--calib", folder, *gray])
+    r = _cli(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("onnx-amc: error: "), r.stderr
+    assert fragment in r.stderr
+    assert not out.exists()
 
 
 def test_image_folder_needs_single_image_input(tmp_path: Path) -> None:
