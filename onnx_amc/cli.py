@@ -528,6 +528,9 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
               "scored (one common factor, then what rounding left). --no-fill-budget: the "
               "official AMC code's action wall alone, which only forbids going over; a short "
               "search then often ends under budget.")
+@click.option("--lbound", type=FiniteRange(min=0, max=1, min_open=True), default=0.2,
+              show_default=True, help="Lowest keep ratio the search may give a group (AMC's "
+              "action range [lbound, 1]).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ONNX Runtime threads.")
@@ -547,7 +550,8 @@ def compress(model: str, out: str, calib: str, flops: float | None, params: floa
              workers: int | None, ray_address: str | None, batch: int | None,
              profile_time: float,
              episodes: int | None, warmup: int | None, search: str, reconstruct: bool,
-             score_kind: str, fill: bool, seed: int, threads: int, round_to: int,
+             score_kind: str, fill: bool, lbound: float, seed: int, threads: int,
+             round_to: int,
              progress: bool | None, resume: str | None,
              input_shape: tuple[str, ...], calib_size, image_size, resize_shorter, scale, mean,
              std, bgr, layout, max_accuracy_drop, min_speedup, max_size, report_dir) -> None:
@@ -581,7 +585,7 @@ def compress(model: str, out: str, calib: str, flops: float | None, params: floa
                   image_options=_image_options(image_size, resize_shorter, scale, mean, std,
                                                bgr, layout),
                   input_shapes=_parse_shapes(input_shape), round_to=round_to, progress=show,
-                  log_path=log_path, score=score_kind, fill=fill)
+                  log_path=log_path, score=score_kind, fill=fill, lbound=lbound)
     except BaseException:
         if moved is not None and not log_path.exists():
             os.replace(moved, log_path)

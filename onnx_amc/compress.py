@@ -169,6 +169,7 @@ def compress(
     confirm: int = 3,
     score: str = "auto",
     fill: bool = True,
+    lbound: float = 0.2,
 ) -> CompressionResult:
     """Search per-group keep ratios under a MACs (``flops``) or ``params`` budget (the fraction
     to keep) and return the best candidate. Ctrl-C (KeyboardInterrupt) stops the search and
@@ -193,7 +194,11 @@ def compress(
 
     ``fill`` (default) raises every finished episode's keep ratios until the budget is spent
     before the candidate is evaluated (:func:`onnx_amc.search.budget.fill_budget`); the wall
-    alone, as in the official code (``fill=False``), only forbids going over."""
+    alone, as in the official code (``fill=False``), only forbids going over.
+
+    ``lbound`` is the lowest keep ratio the search may give a group (AMC's action range
+    [lbound, 1]; the official default 0.2): lower it for budgets that every group at 0.2
+    cannot reach."""
     from .api import load_calib
     from .data import CalibrationSet, split_calibration
     from .evaluate import Evaluator
@@ -238,7 +243,9 @@ def compress(
     fit, rest = split_calibration(data, seed=seed)
     search_part, test_part = split_calibration(rest, seed=seed)
     tester = Evaluator(a.model, test_part, threads=threads)
-    space = build_space(a, round_to=round_to)
+    if not (isinstance(lbound, int | float) and 0.0 < lbound <= 1.0):
+        raise InputError(f"--lbound must be in (0, 1], got {lbound}")
+    space = build_space(a, round_to=round_to, lbound=float(lbound))
     lsrc = None
     reward, latency_target_ms = "acc", None
     if kind == "latency":
@@ -258,7 +265,7 @@ def compress(
         raise InputError("MACs are unknown for this model: pass --input-shape for dynamic dims")
     spec = ScoringSpec(model=a.model.SerializeToString(), search_data=search_part,
                        fit_inputs=fit.inputs, input_shapes=input_shapes, round_to=round_to,
-                       reconstruct=reconstruct, threads=threads, seed=seed,
+                       lbound=space.lbound, reconstruct=reconstruct, threads=threads, seed=seed,
                        latency=lsrc is not None and lsrc.measure is not None,
                        providers=tuple(providers) if providers else None,
                        latency_target=lsrc.measure if lsrc is not None else None,
@@ -296,6 +303,8 @@ def compress(
     if score != "auto":  # a cached score of another kind must not be resumed
         settings["score"] = score
     settings["fill"] = fill  # the same actions give other candidates
+    if space.lbound != 0.2:  # other action bounds, other candidates (absent: the default)
+        settings["lbound"] = space.lbound
     if resume is not None:
         env.cache.update(_load_resume(resume, settings))
 

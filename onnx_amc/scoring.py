@@ -39,6 +39,7 @@ class ScoringSpec:
     fit_inputs: Mapping[str, np.ndarray] | None = None
     input_shapes: Mapping[str, tuple[int, ...]] | None = None
     round_to: int = 8
+    lbound: float = 0.2  # the search space's lowest keep ratio (policies map to counts by it)
     reconstruct: bool = False
     threads: int = 1
     seed: int = 0
@@ -63,8 +64,8 @@ class CandidateScorer:
         self.spec = spec
         self.analysis = analysis if analysis is not None else analyze(
             spec.model, input_shapes=spec.input_shapes)
-        self.space = space if space is not None else build_space(self.analysis,
-                                                                 round_to=spec.round_to)
+        self.space = space if space is not None else build_space(
+            self.analysis, round_to=spec.round_to, lbound=spec.lbound)
         self.evaluator = Evaluator(self.analysis.model, spec.search_data, threads=spec.threads)
         self._timer: Callable[[onnx.ModelProto], float] | None = None
         if spec.latency:

@@ -340,3 +340,19 @@ def test_ctrl_c_before_any_episode_is_one_line_and_leaves_no_log(tmp_path, monke
     assert res.exit_code == 130, res.output
     assert res.stderr.strip().splitlines() == ["onnx-amc: interrupted"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_lbound_sets_the_action_range_and_what_budgets_are_feasible():
+    """AMC's action range is [lbound, 1]: at the default 0.2 a 5% MACs budget is out of reach
+    (refused, naming --lbound); with lbound 0.05 it is met and no group goes below it."""
+    from onnx_amc import compress
+    from onnx_amc.errors import InputError
+
+    with pytest.raises(InputError, match="--lbound"):
+        compress(str(MODEL), calib=str(CALIB), flops=0.05, episodes=2, warmup=1, round_to=1)
+    res = compress(str(MODEL), calib=str(CALIB), flops=0.05, episodes=3, warmup=1,
+                   round_to=1, lbound=0.05, measure_latency=False)
+    assert res.budget_use <= 0.05 + 1e-9
+    assert all(r >= 0.05 - 1e-9 for rec in res.records for r in rec["policy"].values())
+    with pytest.raises(InputError, match="--lbound"):
+        compress(str(MODEL), calib=str(CALIB), flops=0.5, episodes=2, lbound=0.0)

@@ -127,7 +127,7 @@ def check_feasible(budget: Budget, space: LayerSpace) -> None:
             f"{budget.kind} budget keep={budget.keep:g} is infeasible: with every prunable group "
             f"at the lower bound {space.lbound:g} the model keeps {floor / budget.original:.4f} "
             f"of its {budget.kind} (frozen layers cannot be pruned); raise the budget or lower "
-            f"lbound")
+            f"the lower bound (--lbound)")
 
 
 def clamp_to_budget(

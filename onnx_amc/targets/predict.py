@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -365,17 +364,11 @@ def stale_warning(profile: Mapping[str, Any]) -> str | None:
 
 def save_profile(profile: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Write ``profile`` as JSON atomically (temp file in the same folder, then rename)."""
+    from graph_ops.load import write_atomic  # the mode every other output gets (umask)
+
     path = Path(path)
     validate_profile(dict(profile), path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(profile, f, indent=1, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, (json.dumps(profile, indent=1, sort_keys=False) + "\n").encode())
 
 
 # --------------------------------------------------------------------------------------------

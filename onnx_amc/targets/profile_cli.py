@@ -7,6 +7,7 @@ Registered by ``onnx_amc.cli`` (``main.add_command(profile_command)``); its grou
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import click
@@ -71,8 +72,11 @@ def _summary(prof: dict, out: Path) -> list[str]:
 @click.option("--input-shape", "input_shape", multiple=True,
               help="Pin dynamic input dims: NAME=D1,D2,...")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a "
+              "terminal).")
 def profile_command(model: str | None, out: str, threads: int, ep: str, time_budget: float,
-                    round_to: int, input_shape: tuple[str, ...], seed: int) -> None:
+                    round_to: int, input_shape: tuple[str, ...], seed: int,
+                    progress: bool | None) -> None:
     """Measure per-op latency on this device into PROFILE.json, for --target PROFILE.json."""
     from onnx_amc.cli import _parse_shapes  # reuse the CLI's parsing and messages
 
@@ -92,7 +96,8 @@ def profile_command(model: str | None, out: str, threads: int, ep: str, time_bud
 
     providers = list(resolve_providers(ep))
     prof = build_profile(model, threads=threads, providers=providers, time_budget_s=time_budget,
-                         round_to=round_to, input_shapes=shapes or None, progress=True,
+                         round_to=round_to, input_shapes=shapes or None,
+                         progress=sys.stderr.isatty() if progress is None else progress,
                          seed=seed, name=Path(model).name if model else None)
     save_profile(prof, out_path)
     for line in _summary(prof, out_path):
