@@ -14,7 +14,7 @@ import click
 from graph_ops import DEFAULT_ROUND_TO, GraphOpsError, save_model
 
 from . import __version__, api
-from .cli_types import FINITE, FiniteRange, check_outputs, external_data_files
+from .cli_types import FINITE, FiniteRange, check_outputs, input_files
 from .errors import InputError
 from .metrics import SEARCH_SCORES
 
@@ -56,10 +56,8 @@ def _check_output(model: str, out: str, *sidecars: str, inputs: tuple[str | None
     if not Path(model).is_file():  # said here: the checks below compare with it
         raise InputError(f"{model}: no such file" if not Path(model).exists()
                          else f"{model}: not a file")
-    if o.resolve() == Path(model).resolve() or (o.exists() and os.path.samefile(o, model)):
-        raise InputError(f"output '{out}' is the input model: refusing to overwrite it")
     outs = [o, *(o.with_name(o.name + s) for s in sidecars), *_report_files(report_dir)]
-    check_outputs(outs, [model, *external_data_files(model), *inputs])
+    check_outputs(outs, input_files(model, others=inputs))
     return o
 
 
@@ -429,9 +427,7 @@ def evaluate(model: str, calib: str, reference: str | None, threads: int,
     limits = _limits(max_accuracy_drop, min_speedup, max_size)
     rdir = _check_report_dir(report_dir)
     if rdir is not None:
-        ins = [model, reference, calib]
-        check_outputs(_report_files(rdir), [*ins, *(f for m in (model, reference) if m
-                                                    for f in external_data_files(m))])
+        check_outputs(_report_files(rdir), input_files(model, reference, others=(calib,)))
     if reference is None and (limits.max_accuracy_drop is not None
                               or limits.min_speedup is not None):
         raise InputError("--max-accuracy-drop and --min-speedup compare with the original: "

@@ -16,7 +16,7 @@ import click
 
 from .errors import InputError
 
-__all__ = ["FINITE", "FiniteRange", "check_outputs", "external_data_files"]
+__all__ = ["FINITE", "FiniteRange", "check_outputs", "external_data_files", "input_files"]
 
 
 class _Finite(click.types.FloatParamType):
@@ -60,6 +60,14 @@ def external_data_files(model: str | os.PathLike[str]) -> list[Path]:
             for t in external_data_helper._get_all_tensors(proto)
             if external_data_helper.uses_external_data(t)
             for e in t.external_data if e.key == "location" and e.value]
+
+
+def input_files(*models: str | os.PathLike[str] | None,
+                others: Iterable[str | os.PathLike[str] | None] = ()) -> list[Path]:
+    """The files a command reads: each model with its external-data files, and the others
+    given (calibration data, a policy, a profile; ``None`` for an option not given)."""
+    files = [Path(f) for m in models if m is not None for f in (m, *external_data_files(m))]
+    return files + [Path(o) for o in others if o is not None]
 
 
 def check_outputs(outputs: Iterable[str | os.PathLike[str]],

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from onnx_amc.cli_types import FiniteRange, check_outputs, external_data_files
+from onnx_amc.cli_types import FiniteRange, check_outputs, input_files
 from onnx_amc.errors import InputError
 
 __all__ = ["profile_command"]
@@ -88,7 +88,7 @@ def profile_command(model: str | None, out: str, threads: int, ep: str, time_bud
         raise InputError(f"output folder '{out_path.parent}' does not exist")
     if model is not None and not Path(model).is_file():
         raise InputError(f"model '{model}' does not exist")
-    check_outputs([out_path], [model, *(external_data_files(model) if model else [])])
+    check_outputs([out_path], input_files(model))
     if round_to < 1:
         raise InputError(f"--round-to must be >= 1, got {round_to}")
     shapes = _parse_shapes(input_shape)
