@@ -568,12 +568,15 @@ def _load_resume(path: str | os.PathLike[str], settings: dict[str, Any]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raise InputError(f"--resume {p}: not an onnx-amc search log") from None
     logged = first.get("settings") if isinstance(first, dict) else None
-    if isinstance(logged, dict) and "fill" not in logged:
+    if not isinstance(logged, dict):
+        raise InputError(f"--resume {p}: not an onnx-amc search log (its first line holds no "
+                         "settings)")
+    if "fill" not in logged:
         logged = {**logged, "fill": False}  # logs written before budget filling existed
     if logged != settings:
         raise InputError(f"--resume {p}: the log belongs to a search with other settings "
-                         "(model groups, budget, search, seed, reconstruct, round-to, score "
-                         "or budget filling)")
+                         "(model groups, budget, search, seed, reconstruct, round-to, score, "
+                         "lbound or budget filling)")
     keys = ("policy", "keep_counts", "score", "reward", "macs", "params", "budget_kind",
             "budget_use", "latency_ms", "extra")
     cache: dict[tuple[int, ...], dict[str, Any]] = {}

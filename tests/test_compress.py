@@ -356,3 +356,14 @@ def test_lbound_sets_the_action_range_and_what_budgets_are_feasible():
     assert all(r >= 0.05 - 1e-9 for rec in res.records for r in rec["policy"].values())
     with pytest.raises(InputError, match="--lbound"):
         compress(str(MODEL), calib=str(CALIB), flops=0.5, episodes=2, lbound=0.0)
+
+
+def test_resume_from_a_file_without_settings_says_it_is_no_search_log(tmp_path):
+    from onnx_amc import compress
+    from onnx_amc.errors import InputError
+
+    for text in ("", "[1, 2]\n", '{"episode": 1}\n'):
+        log = tmp_path / "x.log.jsonl"
+        log.write_text(text)
+        with pytest.raises(InputError, match="not an onnx-amc search log"):
+            compress(str(MODEL), calib=str(CALIB), flops=0.5, episodes=2, resume=log)
