@@ -257,3 +257,18 @@ def test_a_reader_that_leaves_early_ends_the_cli_quietly(small_model):
                           stderr=subprocess.PIPE, text=True, timeout=120)
     os.close(w_fd)
     assert proc.stderr == "" and proc.returncode == 141
+
+
+def test_prune_keep_on_a_model_with_nothing_to_prune_is_refused(tmp_path):
+    """compress already refused it; prune --keep wrote an unchanged copy with exit 0."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    m = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                                            [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "relu.onnx"
+    onnx.save(m, str(path))
+    r = _run("prune", str(path), "-o", str(tmp_path / "o.onnx"), "--keep", "0.5")
+    assert r.returncode == 2 and "no prunable channel group" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o.onnx").exists()

@@ -82,7 +82,7 @@ def test_a_name_without_a_measured_profile_is_estimated_and_says_so(tmp_path):
     r = _run("compress", MODEL, "-o", tmp_path / "o.onnx", "--calib", CALIB, "--latency", "0.6",
              "--target", "arm64", *SHORT, "--report", tmp_path / "rep")
     assert r.returncode == 0, r.stderr
-    assert "ESTIMATED, NOT MEASURED" in r.stderr.upper()
+    assert r.stderr.upper().count("ESTIMATED, NOT MEASURED") == 1  # said once, not twice
     assert "ESTIMATED from FLOPs/memory, NOT MEASURED" in _budget_line(r.stdout)
     rep = _report(tmp_path / "rep")
     assert rep["measured"]["latency"] in (None, "estimated")
@@ -218,3 +218,11 @@ def test_latency_budget_over_ssh_confirms_the_best_in_one_round_trip(sshd, monke
     assert res.latency_source == "measured" and res.target == url
     assert res.confirmed and logins == [1]
     assert res.chosen_episode == max(res.confirmed, key=lambda c: c["reward"])["episode"]
+
+
+def test_a_folder_as_target_is_refused(tmp_path):
+    (tmp_path / "prof").mkdir()
+    r = _run("compress", MODEL, "-o", tmp_path / "o.onnx", "--calib", CALIB, "--latency", "0.6",
+             "--target", tmp_path / "prof")
+    assert r.returncode == 2 and "is a folder" in r.stderr and r.stderr.count("\n") == 1
+    assert not (tmp_path / "o.onnx").exists()
