@@ -102,18 +102,22 @@ def load_policy(path: str | os.PathLike[str]) -> dict[str, float | list[int]]:
         raise InputError(f"{p}: not a JSON policy ({exc.__class__.__name__})") from None
     if isinstance(data, dict) and isinstance(data.get("policy"), dict):
         data = data["policy"]
-    elif isinstance(data, dict) and isinstance(data.get("groups"), list):
-        out: dict[str, float | list[int]] = {}
-        for g in data["groups"]:
-            if not isinstance(g, dict) or "id" not in g:
-                raise InputError(f"{p}: every entry of 'groups' needs an 'id'")
-            if "kept_indices" in g:
-                out[str(g["id"])] = g["kept_indices"]
-            elif "keep" in g:
-                out[str(g["id"])] = g["keep"]
-        return out
-    elif isinstance(data, dict) and isinstance(data.get("groups"), dict):
-        data = data["groups"]
+    elif isinstance(data, dict) and "groups" in data:
+        groups = data["groups"]
+        if isinstance(groups, list):  # inspect --json and compress documents
+            data = {}
+            for g in groups:
+                if not isinstance(g, dict) or "id" not in g:
+                    raise InputError(f"{p}: every entry of 'groups' needs an 'id'")
+                if "kept_indices" in g:
+                    data[str(g["id"])] = g["kept_indices"]
+                elif "keep" in g:
+                    data[str(g["id"])] = g["keep"]
+        elif isinstance(groups, dict):
+            data = groups
+        else:
+            raise InputError(f"{p}: 'groups' must be a list of groups (as inspect --json "
+                             "writes) or a mapping of group ids")
     if not isinstance(data, dict):
         raise InputError(f"{p}: a policy must map group ids to keep ratios or index lists")
     for k, v in data.items():

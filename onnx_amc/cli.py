@@ -162,8 +162,11 @@ def _image_options(image_size, resize_shorter, scale, mean, std, bgr, layout):
     if image_size:
         try:
             h, w = (int(x) for x in image_size.lower().split("x"))
+            if h <= 0 or w <= 0:
+                raise ValueError
         except ValueError:
-            raise InputError(f"--image-size expects HxW, got '{image_size}'") from None
+            raise InputError(f"--image-size expects HxW with positive sizes, got "
+                             f"'{image_size}'") from None
         kw["size"] = (h, w)
     if resize_shorter:
         kw["resize_shorter"] = resize_shorter

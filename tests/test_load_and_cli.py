@@ -99,11 +99,17 @@ def test_prune_keep_and_policy_from_inspect_json(tmp_path, small_model):
     (["prune", "{m}", "-o", "{d}/o.onnx", "--policy", "{d}/junk.onnx"], "not a JSON policy"),
     (["prune", "{m}", "-o", "{d}/nodir/o.onnx", "--keep", "0.5"], "does not exist"),
     (["inspect", "{m}", "--input-shape", "x=1,a"], "--input-shape expects"),
+    (["prune", "{m}", "-o", "{d}/o.onnx", "--policy", "{d}/groupsx.json"], "'groups' must be"),
+    (["prune", "{m}", "-o", "{d}/o.onnx", "--policy", "{d}/keepstr.json"],
+     "expected a keep ratio"),
+    (["evaluate", "{m}", "--calib", "{d}", "--image-size", "0x0"], "positive sizes"),
 ])
 def test_bad_input_one_line_exit_2_no_output(tmp_path, small_model, args, needle):
     (tmp_path / "junk.onnx").write_text("not a model")
     (tmp_path / "unknown.json").write_text(json.dumps({"nope": 0.5}))
     (tmp_path / "badratio.json").write_text(json.dumps({"a": 2.0}))
+    (tmp_path / "groupsx.json").write_text(json.dumps({"model": "m.onnx", "groups": "x"}))
+    (tmp_path / "keepstr.json").write_text(json.dumps({"groups": [{"id": "a", "keep": "0.5"}]}))
     before = small_model.read_bytes()
     r = _run(*[a.format(m=small_model, d=tmp_path) for a in args])
     assert r.returncode == 2, (r.stdout, r.stderr)
