@@ -219,6 +219,8 @@ def compress(
         round_to = _target_round_to(target) or DEFAULT_ROUND_TO
     if round_to < 1:
         raise InputError(f"--round-to must be a positive integer, got {round_to}")
+    if not (isinstance(lbound, int | float) and 0.0 < lbound <= 1.0):
+        raise InputError(f"--lbound must be in (0, 1], got {lbound}")
     if providers:
         from .latency import resolve_providers
 
@@ -243,8 +245,6 @@ def compress(
     fit, rest = split_calibration(data, seed=seed)
     search_part, test_part = split_calibration(rest, seed=seed)
     tester = Evaluator(a.model, test_part, threads=threads)
-    if not (isinstance(lbound, int | float) and 0.0 < lbound <= 1.0):
-        raise InputError(f"--lbound must be in (0, 1], got {lbound}")
     space = build_space(a, round_to=round_to, lbound=float(lbound))
     lsrc = None
     reward, latency_target_ms = "acc", None
