@@ -1,7 +1,8 @@
 """Params and MACs, per node, per group and in total, for the original model or a keep mask.
 
-MACs count Conv, ConvTranspose, Gemm and MatMul (multiply-accumulates, batch 1), the convention
-of torch.utils.flop_counter (FLOPs = 2 x MACs). Params count floating-point constants (weights,
+MACs count Conv, ConvTranspose, Gemm and MatMul (multiply-accumulates at the analysed input
+shapes: batch 1 where the batch is dynamic or 1, the whole batch where ``input_shapes`` pins a
+larger one), the convention of torch.utils.flop_counter (FLOPs = 2 x MACs). Params count floating-point constants (weights,
 biases and normalisation parameters and statistics).
 """
 
