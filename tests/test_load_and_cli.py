@@ -30,6 +30,18 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120)
 
 
+def _invoke(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in this process (click's CliRunner): for the many cases that end before any
+    work, where a fresh interpreter per case would cost most of the test's time. The
+    subprocess tests above and below keep the real process's exit path covered."""
+    from click.testing import CliRunner
+
+    from onnx_amc.cli import main
+
+    res = CliRunner().invoke(main, list(args))
+    return subprocess.CompletedProcess(args, res.exit_code, res.stdout, res.stderr)
+
+
 def test_external_data_inside_folder_loads_and_escaping_paths_are_refused(tmp_path, small_model):
     m = onnx.load(str(small_model))
     external_data_helper.convert_model_to_external_data(m, location="w.bin", size_threshold=0)
@@ -141,7 +153,7 @@ def test_usage_error_is_exit_2():
 ])
 def test_click_usage_errors_are_one_line_exit_2(tmp_path, small_model, args, needle):
     """Click prints usage, a hint and the error on four lines; the contract is one line."""
-    r = _run(*[a.format(m=small_model, d=tmp_path) for a in args])
+    r = _invoke(*[a.format(m=small_model, d=tmp_path) for a in args])
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
     assert not (tmp_path / "o.onnx").exists() and not (tmp_path / "p.json").exists()
@@ -180,7 +192,7 @@ def test_no_output_overwrites_an_input_or_is_left_half_written(tmp_path, small_m
     (tmp_path / "s.onnx.policy.json").mkdir()
     (tmp_path / "rr" / "report.json").mkdir(parents=True)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    r = _run(*[a.format(m=small_model, d=tmp_path) for a in args])
+    r = _invoke(*[a.format(m=small_model, d=tmp_path) for a in args])
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
