@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import logging
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from onnx_amc.errors import InputError
 from onnx_amc.evaluate import Evaluator
 
 ASSETS = Path(__file__).resolve().parents[1] / "onnx_amc" / "assets"
-CLI = [sys.executable, "-m", "onnx_amc.cli"]
 
 # --------------------------------------------------------------------------- model builders
 
@@ -511,7 +509,9 @@ def test_one_channel_model_with_default_mean(
 
 
 def _cli(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=300)
+    from tests.cli_runner import invoke  # in this process: every case ends before any work
+
+    return invoke(*args)
 
 
 @pytest.mark.parametrize(

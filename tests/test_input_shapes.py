@@ -7,7 +7,6 @@ graph_ops.checks and runs from graph_ops.analyze, for a path and for a ModelProt
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,6 @@ from graph_ops.checks import check_defined
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "onnx_amc" / "assets" / "digits_cnn.onnx"  # input 'input': [N, 1, 32, 32]
-CLI = [sys.executable, "-m", "onnx_amc.cli"]
 
 
 def _conv_model(dims: list[int | str], *, weights_as_inputs: bool = False) -> onnx.ModelProto:
@@ -48,7 +46,9 @@ def _refused(model, shapes) -> str:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120)
+    from tests.cli_runner import invoke  # in this process: every case ends before any work
+
+    return invoke(*args)
 
 
 def _assert_cli_refuses(proc: subprocess.CompletedProcess, message: str) -> None:

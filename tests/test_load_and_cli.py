@@ -13,6 +13,7 @@ import pytest
 from onnx import external_data_helper
 
 from graph_ops import ModelLoadError, load_model
+from tests.cli_runner import invoke
 from tests.test_topologies import build, chain, conv, head
 
 CLI = [sys.executable, "-m", "onnx_amc.cli"]
@@ -30,16 +31,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120)
 
 
-def _invoke(*args: str) -> subprocess.CompletedProcess:
-    """The CLI in this process (click's CliRunner): for the many cases that end before any
-    work, where a fresh interpreter per case would cost most of the test's time. The
-    subprocess tests above and below keep the real process's exit path covered."""
-    from click.testing import CliRunner
-
-    from onnx_amc.cli import main
-
-    res = CliRunner().invoke(main, list(args))
-    return subprocess.CompletedProcess(args, res.exit_code, res.stdout, res.stderr)
+_invoke = invoke  # in this process: for the cases that end before any work
 
 
 def test_external_data_inside_folder_loads_and_escaping_paths_are_refused(tmp_path, small_model):
