@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import click
@@ -63,11 +63,17 @@ def external_data_files(model: str | os.PathLike[str]) -> list[Path]:
 
 
 def input_files(*models: str | os.PathLike[str] | None,
-                others: Iterable[str | os.PathLike[str] | None] = ()) -> list[Path]:
+                others: Iterable[str | os.PathLike[str] | None] = ()) -> Iterator[Path]:
     """The files a command reads: each model with its external-data files, and the others
-    given (calibration data, a policy, a profile; ``None`` for an option not given)."""
-    files = [Path(f) for m in models if m is not None for f in (m, *external_data_files(m))]
-    return files + [Path(o) for o in others if o is not None]
+    given (calibration data, a policy, a profile; ``None`` for an option not given).
+
+    Lazy: finding the external-data files parses the model, which :func:`check_outputs`
+    needs only when an output exists already (only an existing file can be overwritten)."""
+    for m in models:
+        if m is not None:
+            yield Path(m)
+            yield from external_data_files(m)
+    yield from (Path(o) for o in others if o is not None)
 
 
 def check_outputs(outputs: Iterable[str | os.PathLike[str]],
@@ -80,19 +86,20 @@ def check_outputs(outputs: Iterable[str | os.PathLike[str]],
     found `compress X.policy.json -o X` and `prune -o model.data` overwriting their inputs
     through names that the OUT-is-MODEL check alone never saw."""
     outs = [Path(o) for o in outputs]
-    ins = [Path(i) for i in inputs if i is not None]
     for o in outs:
         if o.is_dir():
             raise InputError(f"output '{o}' is a folder")
-        parent = o.parent if str(o.parent) else Path(".")
-        if not parent.resolve().is_dir():
-            raise InputError(f"output folder '{parent}' does not exist")
-        for i in ins:
-            if o.resolve() == i.resolve() or (o.exists() and i.exists()
-                                              and os.path.samefile(o, i)):
-                raise InputError(f"output '{o}' is an input of this command ('{i}'): refusing "
-                                 "to overwrite it")
-    for parent in {(o.parent if str(o.parent) else Path(".")).resolve() for o in outs}:
+        if not o.parent.resolve().is_dir():
+            raise InputError(f"output folder '{o.parent}' does not exist")
+    existing = [o for o in outs if o.exists()]
+    if existing:  # only an existing file can be overwritten
+        ins = [Path(i) for i in inputs if i is not None]
+        for o in existing:
+            for i in ins:
+                if i.exists() and os.path.samefile(o, i):
+                    raise InputError(f"output '{o}' is an input of this command ('{i}'): "
+                                     "refusing to overwrite it")
+    for parent in {o.parent.resolve() for o in outs}:
         _check_writable(parent)
 
 

@@ -261,8 +261,9 @@ def compress(
             budget = make_budget(space, kind, keep)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-    if budget.original is None or budget.original <= 0:
-        raise InputError("MACs are unknown for this model: pass --input-shape for dynamic dims")
+    if budget.original is None or budget.original <= 0:  # unknown MACs were refused above
+        raise InputError(f"the original model's {kind} cost is {budget.original}: a budget "
+                         "fraction of it means nothing")
     spec = ScoringSpec(model=a.model.SerializeToString(), search_data=search_part,
                        fit_inputs=fit.inputs, input_shapes=input_shapes, round_to=round_to,
                        lbound=space.lbound, reconstruct=reconstruct, threads=threads, seed=seed,

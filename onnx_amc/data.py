@@ -719,16 +719,15 @@ def _collect_images(p: Path) -> tuple[list[Path], list[int] | None, tuple[str, .
     """Image files of ``p`` with their labels and class names (see module docs); logs nothing,
     so that a later error stays the only line."""
     subdirs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
-    class_dirs = [d for d in subdirs if _list_images(d)]
+    class_dirs = [(d, imgs) for d in subdirs if (imgs := _list_images(d))]  # listed once
     if not class_dirs:
         return _list_images(p), None, None
     files: list[Path] = []
     labels: list[int] = []
-    for idx, d in enumerate(class_dirs):
-        imgs = _list_images(d)
+    for idx, (_, imgs) in enumerate(class_dirs):
         files.extend(imgs)
         labels.extend([idx] * len(imgs))
-    return files, labels, tuple(d.name for d in class_dirs)
+    return files, labels, tuple(d.name for d, _ in class_dirs)
 
 
 class _UnreadableImageError(Exception):
