@@ -43,7 +43,7 @@ def analysis():
 
 @pytest.fixture(scope="module")
 def profile(analysis) -> dict:
-    return build_profile(analysis, time_budget_s=20, variants=3, name="digits_cnn")
+    return build_profile(analysis, time_budget_s=6, variants=3, name="digits_cnn")
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +295,7 @@ def _cli():
 def test_profile_command_writes_a_profile(tmp_path) -> None:
     out = tmp_path / "digits.json"
     res = CliRunner().invoke(_cli(), ["profile", "--model", str(DIGITS), "--out", str(out),
-                                      "--time-budget", "20", "--input-shape",
+                                      "--time-budget", "6", "--input-shape",
                                       "input=1,1,32,32"])
     assert res.exit_code == 0, res.output
     assert "correction" in res.output and "round_to hint" in res.output

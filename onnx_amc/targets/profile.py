@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 _AUX = "aux__"
 _BRANCH = re.compile(r"~(\d+)~")
 _MAX_BRANCH_BYTES = 96 << 20  # weights per tiny model; more branches go to another model
+_MIN_CAP_S = 1.0  # shortest timing of one whole-model variant against the original
 Progress = Callable[[int], None]
 
 
@@ -763,6 +764,12 @@ def _build_model_profile(doc: dict[str, Any], analysis: Analysis, *, threads: in
         # MobileNetV2), half from [lo, 1] with lo spread from lbound towards 1 (lightly pruned
         # ones). With only the first half, no point lay between 0.48-0.81 of the original's
         # latency and the original itself (benchmarks/results/prediction_8dd9855_avx512_vm.md).
+        # Each whole-model run below takes up to a second or more (the cap's floor): with less
+        # time left than the requested variants need, measure fewer, spread over the same keep
+        # range, rather than overrun a short budget several times over (a 6-second profile of
+        # the default model took 17 s with its 16 variants).
+        left = time_budget_s - (time.perf_counter() - t0)
+        variants = min(variants, max(2, int(left // _MIN_CAP_S) - 1))
         low = (variants + 1) // 2
         bounds = [(lbound, lbound + (1.0 - lbound) * (i + 1) / low) for i in range(low)]
         bounds += [(lbound + (1.0 - lbound) * (i + 1) / (variants - low + 1), 1.0)
@@ -775,7 +782,7 @@ def _build_model_profile(doc: dict[str, Any], analysis: Analysis, *, threads: in
         # one interleaved run cancels it.  The ratios are scaled by the original's quietest
         # median (other processes only ever add time), which gives drift-free points to fit.
         left = time_budget_s - (time.perf_counter() - t0)
-        cap = float(min(6.0, max(1.0, left / max(1, len(models)))))
+        cap = float(min(6.0, max(_MIN_CAP_S, left / max(1, len(models)))))
         ratios = [1.0]
         feeds = _pinned_feeds(analysis, seed)
         originals = [measure(models[0], feeds, threads=threads, providers=providers,
