@@ -109,13 +109,27 @@ def test_prune_keep_and_policy_from_inspect_json(tmp_path, small_model):
     (["evaluate", "{m}", "--calib", "{d}", "--image-size", "0x0"], "positive sizes"),
 ])
 def test_bad_input_one_line_exit_2_no_output(tmp_path, small_model, args, needle):
+    _bad_input_case(tmp_path, small_model, args, needle, _invoke)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["prune", "{m}", "-o", "{m}", "--keep", "0.5"], "refusing to overwrite"),
+    (["prune", "{d}/junk.onnx", "-o", "{d}/o.onnx", "--keep", "0.5"], "not an ONNX model"),
+])
+def test_bad_input_ends_a_real_process_with_one_line(tmp_path, small_model, args, needle):
+    """The cases above run in this process; two of them in a fresh one too, for the real exit
+    path: exit code 2, one line on stderr, no traceback."""
+    _bad_input_case(tmp_path, small_model, args, needle, _run)
+
+
+def _bad_input_case(tmp_path, small_model, args, needle, run) -> None:
     (tmp_path / "junk.onnx").write_text("not a model")
     (tmp_path / "unknown.json").write_text(json.dumps({"nope": 0.5}))
     (tmp_path / "badratio.json").write_text(json.dumps({"a": 2.0}))
     (tmp_path / "groupsx.json").write_text(json.dumps({"model": "m.onnx", "groups": "x"}))
     (tmp_path / "keepstr.json").write_text(json.dumps({"groups": [{"id": "a", "keep": "0.5"}]}))
     before = small_model.read_bytes()
-    r = _run(*[a.format(m=small_model, d=tmp_path) for a in args])
+    r = run(*[a.format(m=small_model, d=tmp_path) for a in args])
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert needle in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
