@@ -13,6 +13,7 @@ import onnx
 import pytest
 
 from onnx_amc.targets.named import bundled_names
+from tests.cli_runner import invoke
 from tests.test_ssh_target import Sshd, sshd  # noqa: F401 (the fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,9 +119,9 @@ def test_profile_of_another_model_is_refused(tmp_path):
 
     other = analyze(str(ROOT / "tests" / "data" / "digits" / "digits_vgg.onnx"))
     prof = tmp_path / "vgg.json"
-    prof.write_text(json.dumps(build_profile(other, time_budget_s=5, variants=2)))
-    r = _run("compress", MODEL, "-o", tmp_path / "o.onnx", "--calib", CALIB, "--latency", "0.6",
-             "--target", prof)
+    prof.write_text(json.dumps(build_profile(other, time_budget_s=3, variants=2)))
+    r = invoke("compress", MODEL, "-o", tmp_path / "o.onnx", "--calib", CALIB, "--latency",
+               "0.6", "--target", prof)
     assert r.returncode == 2 and "not this model" in r.stderr and r.stderr.count("\n") == 1
 
 
