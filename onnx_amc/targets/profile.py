@@ -644,11 +644,13 @@ def build_profile(
         model: the model to profile (path, bytes, ModelProto or a ready ``Analysis``), or None
             for a generic grid.
         threads, providers: ONNX Runtime settings, as the latency budget will use them.
-        time_budget_s: soft cap; when the unit tables run late, fewer runs per tiny model.
+        time_budget_s: soft cap; when the unit tables run late, fewer runs per tiny model, and
+            fewer whole-model variants (at least 2) when less time is left than they need.
         round_to, lbound: the search's rounding and lower keep bound (which counts to sample).
         levels: keep counts sampled per group (the grid is ``levels x levels`` per Conv).
         variants: random pruned whole-model variants for the correction fit (plus the original),
-            spread from heavily to lightly pruned.
+            spread from heavily to lightly pruned; the profile's correction points list the
+            ones measured.
         progress: True for a tqdm bar, or a callable receiving increments.
 
     Raises:
