@@ -311,6 +311,9 @@ def compress(
 
     n_ep, n_warm = default_episodes(space.num_groups)
     episodes = episodes or n_ep
+    if warmup is not None and search == "ddpg" and warmup >= episodes:
+        logger.warning("warmup %d >= %d episodes: the agent acts on its own in the last episode "
+                       "only (the others draw random actions)", warmup, episodes)
     warmup = min(warmup if warmup is not None else n_warm, max(episodes - 1, 0))
     if search == "ddpg":
         from .search.agent import SearchConfig

@@ -375,3 +375,20 @@ def test_resume_from_a_file_without_settings_says_it_is_no_search_log(tmp_path):
         log.write_text(text)
         with pytest.raises(InputError, match="not an onnx-amc search log"):
             compress(str(MODEL), calib=str(CALIB), flops=0.5, episodes=2, resume=log)
+
+
+def test_a_warmup_that_takes_every_episode_is_said(caplog):
+    """--warmup >= --episodes leaves the agent one episode: said, not clamped silently."""
+    import logging
+
+    from onnx_amc.compress import compress
+
+    with caplog.at_level(logging.WARNING, logger="onnx_amc.compress"):
+        res = compress(MODEL, calib=CALIB, flops=0.5, episodes=3, warmup=5,
+                       measure_latency=False)
+    assert res.episodes_run == 3 and res.warmup == 2
+    assert "warmup 5 >= 3 episodes" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="onnx_amc.compress"):
+        compress(MODEL, calib=CALIB, flops=0.5, episodes=3, warmup=2, measure_latency=False)
+    assert "warmup" not in caplog.text
