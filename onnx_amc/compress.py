@@ -587,11 +587,24 @@ def _load_resume(path: str | os.PathLike[str], settings: dict[str, Any]
     for row in rows:
         if isinstance(row, dict) and row.get("phase") == "sensitivity":
             continue  # greedy's single-group probes: never candidates (greedy re-probes)
-        if not isinstance(row, dict) or not all(k in row for k in keys[:4]):
+        if not _is_episode_record(row):
             raise InputError(f"--resume {p}: malformed episode record")
-        cache[tuple(int(c) for c in row["keep_counts"])] = {k: row.get(k) for k in keys}
+        cache[tuple(row["keep_counts"])] = {k: row.get(k) for k in keys}
     logger.info("resume: %d cached evaluations from %s", len(cache), p)
     return cache
+
+
+def _is_episode_record(row: Any) -> bool:
+    """What a resumed search reads from a logged episode, of the types it computes with: a
+    hand-edited log must be refused here, not fail inside the search."""
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    return (isinstance(row, dict) and isinstance(row.get("policy"), dict)
+            and isinstance(row.get("keep_counts"), list)
+            and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                    for c in row["keep_counts"])
+            and number(row.get("score")) and number(row.get("reward")))
 
 
 def _jsonable(obj: Any) -> Any:

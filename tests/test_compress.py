@@ -392,3 +392,34 @@ def test_a_warmup_that_takes_every_episode_is_said(caplog):
     with caplog.at_level(logging.WARNING, logger="onnx_amc.compress"):
         compress(MODEL, calib=CALIB, flops=0.5, episodes=3, warmup=2, measure_latency=False)
     assert "warmup" not in caplog.text
+
+
+_SHORT_SEARCH = ["--calib", str(CALIB), "--flops", "0.5", "--episodes", "2", "--warmup", "1",
+                 "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def short_log(tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("log")
+    r = invoke("compress", str(MODEL), "-o", str(d / "a.onnx"), *_SHORT_SEARCH)
+    assert r.returncode == 0, r.stderr
+    return (d / "a.onnx.log.jsonl").read_text()
+
+
+@pytest.mark.parametrize("edit", [
+    {"keep_counts": ["a", 1]},
+    {"keep_counts": 3},
+    {"reward": "high"},
+    {"score": None},
+    {"policy": [0.5]},
+])
+def test_a_hand_edited_resume_log_is_one_line_exit_2(tmp_path, short_log, edit):
+    """Its records are refused when read, with the file named, not inside the search."""
+    first, row, *rest = short_log.splitlines()
+    log = tmp_path / "a.log.jsonl"
+    log.write_text("\n".join([first, json.dumps({**json.loads(row), **edit}), *rest]) + "\n")
+    r = invoke("compress", str(MODEL), "-o", str(tmp_path / "b.onnx"), *_SHORT_SEARCH,
+               "--resume", str(log))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "malformed episode record" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "b.onnx").exists()
