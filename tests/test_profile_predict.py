@@ -378,4 +378,5 @@ def test_profile_of_dynamic_input_model_uses_pinned_shapes() -> None:
     doc = build_profile(m, input_shapes=SHAPES, time_budget_s=5, variants=1, levels=2)
     assert doc["model"]["input_shapes"] == {"input": [1, 1, 32, 32]}
     assert len(doc["correction"]["points"]) == 2
+    assert doc["model"]["variants_measured"] == 1  # the original is the other point
     assert all(p["measured_ms"] > 0 for p in doc["correction"]["points"])

@@ -807,6 +807,7 @@ def _build_model_profile(doc: dict[str, Any], analysis: Analysis, *, threads: in
     doc["model"] = {"name": name, "fingerprint": model_fingerprint(analysis),
                     "input_shapes": {k: list(v) for k, v in analysis.input_shapes.items()},
                     "units": len(units), "designs": len(designs), "timing_passes": passes,
+                    "variants_measured": variants,
                     "levels": levels, "colours":
                     max(colour.values(), default=-1) + 1}
     doc["units"] = [{"id": u.id, "kind": u.kind, "ops": list(u.ops),
