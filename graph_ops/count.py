@@ -1,7 +1,8 @@
 """Params and MACs, per node, per group and in total, for the original model or a keep mask.
 
 MACs count Conv, ConvTranspose, Gemm and MatMul (multiply-accumulates at the analysed input
-shapes: a dynamic batch counts as 1, a static or pinned one as the whole batch), the convention of torch.utils.flop_counter (FLOPs = 2 x MACs). Params count floating-point constants (weights,
+shapes: a dynamic batch counts as 1, a static or pinned one as the whole batch), the convention
+of torch.utils.flop_counter (FLOPs = 2 x MACs). Params count floating-point constants (weights,
 biases and normalisation parameters and statistics).
 """
 

@@ -29,6 +29,7 @@ from graph_ops.load import write_atomic
 from .errors import InputError
 from .metrics import SEARCH_SCORES
 from .search.rewards import rank_key
+from .values import is_finite_number
 
 logger = logging.getLogger(__name__)
 
@@ -597,14 +598,11 @@ def _load_resume(path: str | os.PathLike[str], settings: dict[str, Any]
 def _is_episode_record(row: Any) -> bool:
     """What a resumed search reads from a logged episode, of the types it computes with: a
     hand-edited log must be refused here, not fail inside the search."""
-    def number(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
     return (isinstance(row, dict) and isinstance(row.get("policy"), dict)
             and isinstance(row.get("keep_counts"), list)
             and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
                     for c in row["keep_counts"])
-            and number(row.get("score")) and number(row.get("reward")))
+            and is_finite_number(row.get("score")) and is_finite_number(row.get("reward")))
 
 
 def _jsonable(obj: Any) -> Any:

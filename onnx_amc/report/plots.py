@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..search.rewards import rank_key
+from ..values import is_finite_number as _finite
 
 __all__ = [
     "KERNEL_COLORS",
@@ -83,10 +84,6 @@ def _kind_label(kind: str, kernels: Sequence[str | None]) -> str:
         return (sizes[0].replace("x", "\u00d7") if len(sizes) == 1 else "k\u00d7k") + " conv"
     return {"1x1": "1\u00d71 conv", "dw": "depthwise conv", "fc": "fully connected",
             "other": "other / unknown"}[kind]
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def group_ratio(group: Mapping[str, Any]) -> float | None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from ..values import is_finite_number as _num
 
 __all__ = [
     "MD_GROUP_ROWS",
@@ -29,10 +30,6 @@ Row = tuple[str, str, str, str]  # label, before, after, change
 
 
 # --------------------------------------------------------------------------- formatting
-
-
-def _num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def fmt_int(x: Any) -> str:

@@ -39,6 +39,7 @@ import onnx
 
 from graph_ops import Analysis, importance, make_plan
 from onnx_amc.errors import InputError
+from onnx_amc.values import is_finite_number
 
 if TYPE_CHECKING:  # pragma: no cover
     from onnx_amc.search.space import LayerSpace
@@ -263,9 +264,8 @@ def _check_samples(path, where: str, samples: Any) -> None:
     if not isinstance(samples, list) or not samples:
         raise _bad(path, f"{where}: 'samples' must be a non-empty list")
     for s in samples:
-        ok = isinstance(s, list) and len(s) == 3 and all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            for v in s) and s[2] >= 0
+        ok = isinstance(s, list) and len(s) == 3 and all(map(is_finite_number, s)) \
+            and s[2] >= 0
         if not ok:
             raise _bad(path, f"{where}: each sample must be [x, y, ms] with finite numbers")
 
