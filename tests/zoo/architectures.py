@@ -198,9 +198,10 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """torchvision mobilenet_v2, width 1.0."""
+    """torchvision mobilenet_v2; ``width`` scales every width as torchvision's ``width_mult``
+    does (0.35 is the narrowest variant Keras and TF-Slim ship), keeping the 1280-channel head."""
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self, num_classes: int = 1000, width: float = 1.0) -> None:
         super().__init__()
         cfg = [  # t, c, n, s
             (1, 16, 1, 1),
@@ -211,12 +212,13 @@ class MobileNetV2(nn.Module):
             (6, 160, 3, 2),
             (6, 320, 1, 1),
         ]
-        cin = 32
+        cin = make_divisible(32 * width)
         layers: list[nn.Module] = [ConvBNAct(3, cin, 3, 2, act=nn.ReLU6)]
         for t, c, n, s in cfg:
             for i in range(n):
-                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
-                cin = c
+                layers.append(InvertedResidual(cin, make_divisible(c * width),
+                                               s if i == 0 else 1, t))
+                cin = make_divisible(c * width)
         layers.append(ConvBNAct(cin, 1280, 1, act=nn.ReLU6))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
