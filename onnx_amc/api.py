@@ -120,6 +120,8 @@ def load_policy(path: str | os.PathLike[str]) -> dict[str, float | list[int]]:
                              "writes) or a mapping of group ids")
     if not isinstance(data, dict):
         raise InputError(f"{p}: a policy must map group ids to keep ratios or index lists")
+    if not data:  # a wrong file, not a request: an unchanged copy would pass for a result
+        raise InputError(f"{p}: the policy names no group, so nothing would be pruned")
     for k, v in data.items():
         ok = isinstance(v, int | float) and not isinstance(v, bool) or (
             isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool)

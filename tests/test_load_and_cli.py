@@ -106,6 +106,8 @@ def test_prune_keep_and_policy_from_inspect_json(tmp_path, small_model):
     (["prune", "{m}", "-o", "{d}/o.onnx", "--policy", "{d}/groupsx.json"], "'groups' must be"),
     (["prune", "{m}", "-o", "{d}/o.onnx", "--policy", "{d}/keepstr.json"],
      "expected a keep ratio"),
+    (["prune", "{m}", "-o", "{d}/o.onnx", "--policy", "{d}/empty.json"], "names no group"),
+    (["prune", "{m}", "-o", "{d}/o.onnx", "--policy", "{d}/nogroups.json"], "names no group"),
     (["evaluate", "{m}", "--calib", "{d}", "--image-size", "0x0"], "positive sizes"),
 ])
 def test_bad_input_one_line_exit_2_no_output(tmp_path, small_model, args, needle):
@@ -128,6 +130,8 @@ def _bad_input_case(tmp_path, small_model, args, needle, run) -> None:
     (tmp_path / "badratio.json").write_text(json.dumps({"a": 2.0}))
     (tmp_path / "groupsx.json").write_text(json.dumps({"model": "m.onnx", "groups": "x"}))
     (tmp_path / "keepstr.json").write_text(json.dumps({"groups": [{"id": "a", "keep": "0.5"}]}))
+    (tmp_path / "empty.json").write_text("{}")
+    (tmp_path / "nogroups.json").write_text(json.dumps({"model": "m.onnx", "groups": []}))
     before = small_model.read_bytes()
     r = run(*[a.format(m=small_model, d=tmp_path) for a in args])
     assert r.returncode == 2, (r.stdout, r.stderr)
