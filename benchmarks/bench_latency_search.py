@@ -171,7 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     fl_results.append((f, results[methods[2]]))
                     continue
                 t = time.perf_counter()
-                fl_results.append((f, compress(str(path), **common, flops=f)))
+                try:
+                    fl_results.append((f, compress(str(path), **common, flops=f)))
+                except InputError as exc:  # below what the lower bound allows, as uniform's
+                    log(f"{name} seed {seed} FLOPs frontier F {f:g}: skipped ({exc})")
+                    continue
                 log(f"{name} seed {seed} FLOPs frontier F {f:g}: score "
                     f"{fl_results[-1][1].metrics_after.score:.4f}, "
                     f"{time.perf_counter() - t:.0f} s")
