@@ -215,10 +215,10 @@ class MobileNetV2(nn.Module):
         cin = make_divisible(32 * width)
         layers: list[nn.Module] = [ConvBNAct(3, cin, 3, 2, act=nn.ReLU6)]
         for t, c, n, s in cfg:
+            cout = make_divisible(c * width)
             for i in range(n):
-                layers.append(InvertedResidual(cin, make_divisible(c * width),
-                                               s if i == 0 else 1, t))
-                cin = make_divisible(c * width)
+                layers.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
+                cin = cout
         layers.append(ConvBNAct(cin, 1280, 1, act=nn.ReLU6))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
