@@ -124,6 +124,45 @@ def test_bad_input_ends_a_real_process_with_one_line(tmp_path, small_model, args
     _bad_input_case(tmp_path, small_model, args, needle, _run)
 
 
+def test_ctrl_c_while_the_package_imports_is_one_line_and_exit_130(monkeypatch, capsys):
+    """The console script imports onnx_amc inside a handler (onnx_amc_entry): a Ctrl-C during
+    those one to two seconds used to print Python's traceback. Deterministic: the import of
+    onnx_amc.cli raises KeyboardInterrupt here as a Ctrl-C during it would."""
+    import onnx_amc_entry
+
+    class _Interrupt:
+        def find_spec(self, name, path=None, target=None):
+            if name == "onnx_amc.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "onnx_amc.cli", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_Interrupt(), *sys.meta_path])
+    with pytest.raises(SystemExit) as exc:
+        onnx_amc_entry.main()
+    assert exc.value.code == 130
+    assert capsys.readouterr().err == "onnx-amc: interrupted\n"
+
+
+def test_ctrl_c_at_start_in_a_real_process(small_model):
+    """The same through the installed console script and a real SIGINT 0.2 s after start,
+    well inside the import (which takes 1-2 s); after it, the CLI's own handler answers
+    with the same line."""
+    import signal
+    import time
+
+    exe = Path(sys.executable).with_name("onnx-amc")
+    if not exe.is_file():
+        pytest.skip("the onnx-amc console script is not installed beside this interpreter")
+    proc = subprocess.Popen([str(exe), "inspect", str(small_model)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (130, "onnx-amc: interrupted\n")
+
+
 def _bad_input_case(tmp_path, small_model, args, needle, run) -> None:
     (tmp_path / "junk.onnx").write_text("not a model")
     (tmp_path / "unknown.json").write_text(json.dumps({"nope": 0.5}))
