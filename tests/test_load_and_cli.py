@@ -147,13 +147,12 @@ def test_ctrl_c_while_the_package_imports_is_one_line_and_exit_130(monkeypatch, 
 def test_ctrl_c_at_start_in_a_real_process(small_model):
     """The same through the installed console script and a real SIGINT 0.2 s after start,
     well inside the import (which takes 1-2 s); after it, the CLI's own handler answers
-    with the same line."""
+    with the same line. The script is required, as the CI-script test requires it: a venv
+    without it is a broken install, not a reason to skip."""
     import signal
     import time
 
     exe = Path(sys.executable).with_name("onnx-amc")
-    if not exe.is_file():
-        pytest.skip("the onnx-amc console script is not installed beside this interpreter")
     proc = subprocess.Popen([str(exe), "inspect", str(small_model)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
