@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests import zoo
-from tests.zoo import export
+from tests.zoo import architectures, export
 
 CASES = [(n, o, b) for n in zoo.NAMES for o in zoo.OPSETS for b in zoo.BN_MODES]
 
@@ -99,6 +99,22 @@ def test_torch_macs() -> None:
     # per token: 32*128 + 128*512 + 512*128 + 128*10, times T=8
     assert zoo.torch_macs("mlp_matmul") == 8 * (4096 + 65536 + 65536 + 1280)
     assert zoo.torch_macs("resnet18") > zoo.torch_macs("mobilenet_v2") > 0
+
+
+@pytest.mark.parametrize(
+    ("factory", "params"),
+    [
+        # torchvision's published parameter counts (1000 classes): the hand-written models
+        # must have the real widths, or pruning and latency results describe another network.
+        (lambda: architectures.resnet18(), 11_689_512),
+        (lambda: architectures.MobileNetV2(), 3_504_872),
+        (lambda: architectures.MobileNetV3Small(), 2_542_856),
+        (lambda: architectures.MobileNetV3Large(), 5_483_032),
+    ],
+    ids=["resnet18", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"],
+)
+def test_parameter_counts_match_torchvision(factory, params: int) -> None:
+    assert sum(p.numel() for p in factory().parameters()) == params
 
 
 def test_cache_location_and_key(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -233,7 +233,7 @@ def mobilenet_v2() -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------
-# MobileNetV3-Small
+# MobileNetV3 (Small and Large)
 # --------------------------------------------------------------------------------------------
 
 
@@ -282,36 +282,81 @@ class MobileNetV3Block(nn.Module):
         return x + y if self.use_res else y
 
 
-class MobileNetV3Small(nn.Module):
-    """torchvision mobilenet_v3_small, width 1.0."""
+# in, kernel, expanded, out, SE, activation ("RE" ReLU / "HS" HardSwish), stride: torchvision's
+# bneck tables, before the width multiplier.
+_MNV3_SMALL = [
+    (16, 3, 16, 16, True, "RE", 2),
+    (16, 3, 72, 24, False, "RE", 2),
+    (24, 3, 88, 24, False, "RE", 1),
+    (24, 5, 96, 40, True, "HS", 2),
+    (40, 5, 240, 40, True, "HS", 1),
+    (40, 5, 240, 40, True, "HS", 1),
+    (40, 5, 120, 48, True, "HS", 1),
+    (48, 5, 144, 48, True, "HS", 1),
+    (48, 5, 288, 96, True, "HS", 2),
+    (96, 5, 576, 96, True, "HS", 1),
+    (96, 5, 576, 96, True, "HS", 1),
+]
+_MNV3_LARGE = [
+    (16, 3, 16, 16, False, "RE", 1),
+    (16, 3, 64, 24, False, "RE", 2),
+    (24, 3, 72, 24, False, "RE", 1),
+    (24, 5, 72, 40, True, "RE", 2),
+    (40, 5, 120, 40, True, "RE", 1),
+    (40, 5, 120, 40, True, "RE", 1),
+    (40, 3, 240, 80, False, "HS", 2),
+    (80, 3, 200, 80, False, "HS", 1),
+    (80, 3, 184, 80, False, "HS", 1),
+    (80, 3, 184, 80, False, "HS", 1),
+    (80, 3, 480, 112, True, "HS", 1),
+    (112, 3, 672, 112, True, "HS", 1),
+    (112, 5, 672, 160, True, "HS", 2),
+    (160, 5, 960, 160, True, "HS", 1),
+    (160, 5, 960, 160, True, "HS", 1),
+]
 
-    def __init__(self, num_classes: int = 1000) -> None:
+
+class MobileNetV3(nn.Module):
+    """torchvision mobilenet_v3_{small,large}: ``width`` scales every width as torchvision's
+    ``width_mult`` does (head included), so 0.75 is timm's shipped mobilenetv3_large_075."""
+
+    def __init__(
+        self,
+        cfg: list[tuple[int, int, int, int, bool, str, int]],
+        last_channel: int,
+        num_classes: int = 1000,
+        width: float = 1.0,
+    ) -> None:
         super().__init__()
-        cfg = [  # in, k, exp, out, se, act, stride
-            (16, 3, 16, 16, True, "RE", 2),
-            (16, 3, 72, 24, False, "RE", 2),
-            (24, 3, 88, 24, False, "RE", 1),
-            (24, 5, 96, 40, True, "HS", 2),
-            (40, 5, 240, 40, True, "HS", 1),
-            (40, 5, 240, 40, True, "HS", 1),
-            (40, 5, 120, 48, True, "HS", 1),
-            (48, 5, 144, 48, True, "HS", 1),
-            (48, 5, 288, 96, True, "HS", 2),
-            (96, 5, 576, 96, True, "HS", 1),
-            (96, 5, 576, 96, True, "HS", 1),
-        ]
-        layers: list[nn.Module] = [ConvBNAct(3, 16, 3, 2, act=nn.Hardswish)]
-        layers += [MobileNetV3Block(*c) for c in cfg]
-        layers.append(ConvBNAct(96, 576, 1, act=nn.Hardswish))
+
+        def w(c: int) -> int:
+            return make_divisible(c * width)
+
+        layers: list[nn.Module] = [ConvBNAct(3, w(cfg[0][0]), 3, 2, act=nn.Hardswish)]
+        layers += [MobileNetV3Block(w(cin), k, w(exp), w(cout), se, act, s)
+                   for cin, k, exp, cout, se, act, s in cfg]
+        head_in = w(cfg[-1][3])
+        layers.append(ConvBNAct(head_in, 6 * head_in, 1, act=nn.Hardswish))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(
-            nn.Linear(576, 1024), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(1024, num_classes)
+            nn.Linear(6 * head_in, w(last_channel)), nn.Hardswish(), nn.Dropout(0.2),
+            nn.Linear(w(last_channel), num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.features(x))
         return self.classifier(torch.flatten(x, 1))
+
+
+def MobileNetV3Small(num_classes: int = 1000, width: float = 1.0) -> nn.Module:  # noqa: N802
+    """torchvision mobilenet_v3_small (width 1.0 by default)."""
+    return MobileNetV3(_MNV3_SMALL, 1024, num_classes, width)
+
+
+def MobileNetV3Large(num_classes: int = 1000, width: float = 1.0) -> nn.Module:  # noqa: N802
+    """torchvision mobilenet_v3_large (width 1.0 by default)."""
+    return MobileNetV3(_MNV3_LARGE, 1280, num_classes, width)
 
 
 def mobilenet_v3_small() -> nn.Module:
