@@ -358,9 +358,10 @@ def _leading_bytes(p: Path) -> bytes:
         raise InputError(f"cannot read calibration file '{p}': {exc.strerror or exc}") from exc
 
 
-def _check_npy_header(fp: IO[bytes], total: int, what: str) -> None:
+def _check_npy_header(fp: IO[bytes], total: int, what: str) -> int:
     """Refuse the ``.npy`` stream ``fp`` (``total`` bytes long) unless its header is valid,
-    declares no object array and declares exactly the data that follows it.
+    declares no object array and declares exactly the data that follows it; return the
+    array's size in bytes.
 
     Why: numpy allocates what the header declares before reading a byte of data, so a
     corrupt header asking for terabytes ends in ``MemoryError``, and ``NpzFile`` hands a
@@ -392,6 +393,42 @@ def _check_npy_header(fp: IO[bytes], total: int, what: str) -> None:
             f"{what} declares shape {list(shape)} of {dtype} ({_fmt_bytes(declared)}) but "
             f"holds {_fmt_bytes(stored)} of data; the file is truncated or corrupt"
         )
+    return declared
+
+
+def _available_memory() -> int | None:
+    """Bytes this process can still allocate: the kernel's MemAvailable, capped by a cgroup
+    (v2) limit; None where neither can be read (then MemoryError is the only guard)."""
+    avail: int | None = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        cg = Path("/sys/fs/cgroup")
+        limit = (cg / "memory.max").read_text().strip()
+        if limit != "max":
+            room = int(limit) - int((cg / "memory.current").read_text())
+            avail = room if avail is None else min(avail, room)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def _check_fits_in_memory(what: str, nbytes: int) -> None:
+    """Refuse arrays larger than free memory before numpy allocates them.
+
+    Why: with Linux's overcommit the allocation succeeds and the kernel's OOM killer ends the
+    process while the arrays are decompressed, so a small .npz that inflates to more than the
+    machine has (a zip bomb, or a mistaken export) would die without a message; MemoryError
+    only covers what the allocator refuses outright.
+    """
+    avail = _available_memory()
+    if avail is not None and nbytes > avail:
+        raise InputError(f"{what} holds {_fmt_bytes(nbytes)} of arrays, more than the "
+                         f"{_fmt_bytes(max(avail, 0))} of memory available")
 
 
 def _safe_np_load(p: Path) -> np.ndarray | np.lib.npyio.NpzFile:
@@ -407,17 +444,18 @@ def _safe_np_load(p: Path) -> np.ndarray | np.lib.npyio.NpzFile:
         raise InputError(f"calibration file '{p}' is not a valid numpy file: {exc}") from exc
 
 
-def _npz_member(p: Path, zf: zipfile.ZipFile, key: str) -> str:
-    """Check the zip member behind ``NpzFile`` key ``key`` and return its name."""
+def _npz_member(p: Path, zf: zipfile.ZipFile, key: str) -> tuple[str, int]:
+    """Check the zip member behind ``NpzFile`` key ``key``; return its name and the size of
+    its array in bytes."""
     name = key if key in zf.namelist() else f"{key}.npy"  # how NpzFile maps keys to members
     info = zf.getinfo(name)
     what = f"'{name}' in '{p}'"
     try:
         with zf.open(info) as fp:
-            _check_npy_header(fp, info.file_size, what)
+            nbytes = _check_npy_header(fp, info.file_size, what)
     except _ZIP_READ_ERRORS as exc:
         raise InputError(f"{what} is corrupt: {exc}") from exc
-    return name
+    return name, nbytes
 
 
 def _read_npz(
@@ -450,9 +488,12 @@ def _read_npz(
                 f"model input {names} and optionally '{LABELS_KEY}'"
             )
         wanted = names + ([label_key] if label_key is not None and label_key in keys else [])
+        members = {key: _npz_member(p, data.zip, key) for key in wanted}
+        _check_fits_in_memory(f"calibration file '{p}'",
+                              sum(nbytes for _, nbytes in members.values()))
         arrays: dict[str, np.ndarray] = {}
         for key in wanted:
-            member = _npz_member(p, data.zip, key)
+            member = members[key][0]
             try:
                 arrays[key] = data[key]
             except (ValueError, *_ZIP_READ_ERRORS) as exc:  # the header was fine: damaged data
@@ -478,9 +519,10 @@ def _read_npy(
         raise InputError(f"calibration file '{p}' is not an .npy file (as written by numpy.save)")
     try:
         with p.open("rb") as fp:
-            _check_npy_header(fp, p.stat().st_size, f"calibration file '{p}'")
+            nbytes = _check_npy_header(fp, p.stat().st_size, f"calibration file '{p}'")
     except OSError as exc:
         raise InputError(f"cannot read calibration file '{p}': {exc.strerror or exc}") from exc
+    _check_fits_in_memory(f"calibration file '{p}'", nbytes)
     try:
         arr = _safe_np_load(p)
     except MemoryError as exc:

@@ -366,6 +366,39 @@ def test_npy_header_must_match_the_stored_size(
         assert frag in msg
 
 
+@pytest.mark.parametrize("ext", [".npz", ".npy"])
+def test_arrays_larger_than_free_memory_are_refused_before_loading(
+    tmp_path: Path, clf: onnx.ModelProto, monkeypatch: pytest.MonkeyPatch, ext: str
+) -> None:
+    """A small .npz of zeros inflating to 48 MiB (a zip bomb in miniature) on a machine with
+    16 MiB free: refused from the headers, where loading would end in the OOM killer."""
+    from onnx_amc import data as data_mod
+
+    x = np.zeros((512, 3, 8, 1024), np.float32)  # 48 MiB
+    f = tmp_path / f"big{ext}"
+    if ext == ".npz":
+        np.savez_compressed(f, x=x)
+        assert f.stat().st_size < 1 << 20
+    else:
+        np.save(f, x)
+    monkeypatch.setattr(data_mod, "_available_memory", lambda: 16 << 20)
+    with pytest.raises(InputError) as exc:
+        load_calibration(f, specs(clf))
+    assert "48.00 MiB of arrays, more than the 16.00 MiB of memory available" in _one_line(exc)
+    monkeypatch.setattr(data_mod, "_available_memory", lambda: None)  # unknown: no refusal
+    with pytest.raises(InputError, match="shape"):  # 8 x 1024 is not the model's 8 x 8
+        load_calibration(f, specs(clf))
+
+
+def test_available_memory_is_read_on_linux() -> None:
+    from onnx_amc.data import _available_memory
+
+    avail = _available_memory()
+    assert avail is None or avail > 0
+    if Path("/proc/meminfo").is_file():
+        assert avail is not None
+
+
 @pytest.mark.parametrize(
     ("name", "content", "fragment"),
     [
