@@ -176,6 +176,9 @@ def prune(
         raise InputError("--reconstruct and --bn-reestimate need --calib DATA")
     if (keep is None) == (policy is None):
         raise InputError("give exactly one of keep= or policy=")
+    if policy is not None and not policy:
+        # as load_policy says for files: an unchanged copy would pass for a pruned result
+        raise InputError("the policy names no group, so nothing would be pruned")
     if keep is not None and (isinstance(keep, bool) or not 0.0 < float(keep) <= 1.0
                              or math.isnan(float(keep))):
         raise InputError(f"--keep must be in (0, 1], got {keep}")

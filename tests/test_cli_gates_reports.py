@@ -131,6 +131,15 @@ def test_api_compress_result_saves_to_a_folder(tmp_path):
     assert again.params_after == res.params_after
 
 
+def test_python_prune_refuses_an_empty_policy():
+    """From Python as from the CLI: an unchanged copy would pass for a pruned model."""
+    import onnx_amc
+    from onnx_amc.errors import InputError
+
+    with pytest.raises(InputError, match="names no group"):
+        onnx_amc.prune(str(MODEL), policy={})
+
+
 def test_example_ci_script_fails_the_job_on_a_gate_and_keeps_the_report(tmp_path):
     script = ROOT / "examples" / "ci" / "compress-gate.sh"
     env = {**__import__("os").environ, "FLOPS": "0.3", "EPISODES": "3",
