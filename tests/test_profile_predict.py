@@ -27,6 +27,7 @@ from onnx_amc.targets.predict import (
     load_profile,
     model_fingerprint,
     save_profile,
+    validate_profile,
 )
 from onnx_amc.targets.profile import build_profile, fit_correction
 from onnx_amc.targets.profile_cli import profile_command
@@ -156,6 +157,9 @@ def test_profile_roundtrip(profile, tmp_path) -> None:
     (lambda d: d["correction"].update(knots=[[2.0, 1.0], [1.0, 2.0]]), "knots"),
     (lambda d: d["correction"].update(knots=[[1.0, 2.0], [2.0, 1.0]]), "knots"),
     (lambda d: d["correction"].update(knots=[[1.0, -2.0]]), "knots"),
+    # JSON true is a Python int: as in the samples, it is not a number here either
+    (lambda d: d["correction"].update(a_ms=True), "correction"),
+    (lambda d: d["correction"].update(knots=[[True, 2.0]]), "knots"),
 ])
 def test_malformed_profile_is_one_input_error(profile, tmp_path, mutate, message) -> None:
     doc = copy.deepcopy(profile)
@@ -165,6 +169,18 @@ def test_malformed_profile_is_one_input_error(profile, tmp_path, mutate, message
     with pytest.raises(InputError, match=message) as err:
         load_profile(path)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("coef", [[True, 0.0, 0.0], [1.0, float("inf"), 0.0], [1.0, 2.0]])
+def test_generic_profile_fits_are_three_numbers(tmp_path, coef) -> None:
+    bundled = Path(__file__).parents[1] / "onnx_amc/targets/profiles/x86_64-host-ort1.32.0.json"
+    doc = json.loads(bundled.read_text())
+    assert validate_profile(copy.deepcopy(doc))["kind"] == "generic"
+    doc["fits"][next(iter(doc["fits"]))] = coef
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))  # inf is written as Infinity, which json reads back
+    with pytest.raises(InputError, match="fit '"):
+        load_profile(path)
 
 
 def test_not_json_and_missing_file(tmp_path) -> None:

@@ -27,7 +27,6 @@ import bisect
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -301,15 +300,14 @@ def validate_profile(profile: Any, path: str | os.PathLike[str] = "<profile>") -
             _check_samples(path, f"unit '{u['id']}'", u.get("samples"))
         corr = profile.get("correction")
         if not isinstance(corr, dict) or not all(
-                isinstance(corr.get(k), int | float) and math.isfinite(corr[k])
-                for k in ("a_ms", "b")):
+                is_finite_number(corr.get(k)) for k in ("a_ms", "b")):
             raise _bad(path, "'correction' needs finite numbers 'a_ms' and 'b'")
         if corr["b"] <= 0:
             raise _bad(path, "'correction.b' must be > 0")
         knots = corr.get("knots", [])
         ok = isinstance(knots, list) and all(
             isinstance(k, list) and len(k) == 2 and all(
-                isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in k)
+                is_finite_number(v) and v > 0 for v in k)
             for k in knots)
         if ok and knots:
             xs, ys = [k[0] for k in knots], [k[1] for k in knots]
@@ -323,8 +321,8 @@ def validate_profile(profile: Any, path: str | os.PathLike[str] = "<profile>") -
         if not isinstance(fits, dict) or not fits:
             raise _bad(path, "'fits' must be a non-empty object")
         for k, coef in fits.items():
-            if not (isinstance(coef, list) and len(coef) == 3 and all(
-                    isinstance(v, int | float) and math.isfinite(v) for v in coef)):
+            if not (isinstance(coef, list) and len(coef) == 3
+                    and all(map(is_finite_number, coef))):
                 raise _bad(path, f"fit '{k}' must be 3 finite numbers")
     return profile
 
