@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .checks import real_inputs
+
 __all__ = ["GraphView", "ConstSource", "Dim", "Shape"]
 
 Dim = int | str | None
@@ -141,9 +143,7 @@ class GraphView:
         self.nodes: list[onnx.NodeProto] = list(model.graph.node) if nodes is None else nodes
         self.graph_outputs = {o.name for o in model.graph.output}
         self.initializers = {t.name: t for t in model.graph.initializer}
-        self.graph_inputs = {
-            i.name: i for i in model.graph.input if i.name not in self.initializers
-        }
+        self.graph_inputs = {i.name: i for i in real_inputs(model.graph)}
         self._const: dict[str, np.ndarray] = {}
         src = self.const_source = {name: _INITIALIZER for name in self.initializers}
         self.producer: dict[str, int] = {}
